@@ -1,0 +1,232 @@
+"""Census settings. Every knob comes from the environment; the README has the table.
+
+With neither DATABASE_URL nor CELERY_BROKER_URL set, Census runs on its embedded default: SQLite in
+``var/`` and an in-process worker, so a fresh machine needs nothing else installed.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+_INSECURE_KEY = "census-insecure-development-key-set-SECRET_KEY-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default=_INSECURE_KEY)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "enumeration",
+    "nms",
+    "discovery",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+EMBEDDED_DATABASE = "DATABASE_URL" not in env
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'census.sqlite3'}"),
+}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Workers and the web process share one file: wait for locks instead of failing at once.
+    _db.setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+if "CENSUS_TEST_DATABASE_NAME" in env:
+    _db["TEST"] = {"NAME": env.str("CENSUS_TEST_DATABASE_NAME")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if not DEBUG and SECRET_KEY == _INSECURE_KEY and not EMBEDDED_DATABASE:
+    raise ImproperlyConfigured("SECRET_KEY must be set when Census runs on a real database.")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+
+# --- Celery ----------------------------------------------------------------------------------
+# No broker configured means the embedded default: messages go to an in-memory transport and
+# `manage.py enumerate --wait` drains the work in process. The database is the queue either way;
+# a message is only a wake-up call carrying an id.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://localhost/")
+CENSUS_IN_PROCESS_WORKER = CELERY_BROKER_URL.startswith("memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3600)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3300)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "enumeration.tasks.run_enumeration_task": {"queue": "enumerate"},
+    "enumeration.tasks.run_classification_task": {"queue": "classify"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redelivery of an unacknowledged message is a safety net only: the Reaper's database lease is
+    # what brings back the work of a lost worker, long before this.
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Census enumeration engine ----------------------------------------------------------------
+CENSUS = {
+    # Entries a connector streams per batch (one staging insert each).
+    "LISTING_BATCH_SIZE": env.int("CENSUS_LISTING_BATCH_SIZE", default=500),
+    # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner.
+    "PIPELINE_GROUP_SIZE": env.int("CENSUS_PIPELINE_GROUP_SIZE", default=50),
+    # Files per CLASSIFICATION task made by the Pipeliner.
+    "CLASSIFICATION_GROUP_SIZE": env.int("CENSUS_CLASSIFICATION_GROUP_SIZE", default=1000),
+    "LEASE_SECONDS": env.int("CENSUS_LEASE_SECONDS", default=60),
+    "MAX_ATTEMPTS": env.int("CENSUS_MAX_ATTEMPTS", default=3),
+    # A PENDING task unclaimed this long has its message sent again (it may have died with the broker).
+    "RESEND_AFTER_SECONDS": env.int("CENSUS_RESEND_AFTER_SECONDS", default=120),
+    # An IN_PROGRESS session with no progress this long is STALLED, and an alert is logged.
+    "STALL_SECONDS": env.int("CENSUS_STALL_SECONDS", default=900),
+    # Test hook: "<directory name>:<batches before pausing>:<seconds>" pauses one listing once.
+    "TEST_PAUSE_LISTING": env.str("CENSUS_TEST_PAUSE_LISTING", default=""),
+}
+
+# --- API ---------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Census API",
+    "DESCRIPTION": "Census finds what an organisation has and keeps finding it.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Logging and error reporting -------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"census_context": {"()": "config.logging.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(session_id)s %(task_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s [session=%(session_id)s task=%(task_id)s] "
+            "%(message)s"
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["census_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
+
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+        send_default_pii=False,
+        integrations=[DjangoIntegration(), CeleryIntegration()],
+    )
+
+# Domain event handlers (dotted paths), called once per event after its transaction commits.
+CENSUS_EVENT_HANDLERS = env.list(
+    "CENSUS_EVENT_HANDLERS", default=["enumeration.services.events.log_event"]
+)

@@ -1,0 +1,73 @@
+"""Single-level, non-recursive listing of a local directory with ``os.scandir``."""
+
+import os
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
+
+from enumeration.choices import RecordType
+from enumeration.connectors.base import Entry, UnitUnreadable
+from enumeration.connectors.keys import encode_key, key_hash
+
+
+class FilesystemConnector:
+    def list_unit(
+        self, unit: bytes, *, exclude: Collection[str], batch_size: int
+    ) -> Iterator[list[Entry]]:
+        try:
+            iterator = os.scandir(unit)
+        except OSError as exc:
+            raise UnitUnreadable(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
+        batch: list[Entry] = []
+        with iterator:
+            while True:
+                try:
+                    dir_entry = next(iterator)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    raise UnitUnreadable(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
+                path = dir_entry.path
+                digest = key_hash(path)
+                if digest in exclude:
+                    continue
+                entry = _entry(dir_entry, path, digest)
+                if entry is None:
+                    continue
+                batch.append(entry)
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+
+def _entry(dir_entry: os.DirEntry, path: bytes, digest: str) -> Entry | None:
+    try:
+        if dir_entry.is_symlink():
+            # Recorded, never followed: a symlink loop cannot hang a run.
+            target = os.readlink(path)
+            return Entry(
+                RecordType.SYMLINK,
+                path,
+                digest,
+                dir_entry.name,
+                metadata={"target": encode_key(target)},
+            )
+        if dir_entry.is_dir(follow_symlinks=False):
+            return Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
+        st = dir_entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # removed between the listing and the stat: it is not there any more
+    except OSError as exc:
+        return Entry(
+            RecordType.OTHER, path, digest, dir_entry.name, metadata={"error": str(exc)}
+        )
+    record_type = RecordType.FILE if dir_entry.is_file(follow_symlinks=False) else RecordType.OTHER
+    return Entry(
+        record_type,
+        path,
+        digest,
+        dir_entry.name,
+        size=st.st_size,
+        modified_at=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+    )

@@ -1,0 +1,32 @@
+"""Lossless object keys.
+
+A key is the raw bytes a source names an object by (a POSIX path is bytes, not text). It is
+stored as text: the UTF-8 string when the bytes are valid UTF-8, otherwise ``base64:`` and the
+bytes in base64. Absolute paths start with ``/``, so the two forms cannot be confused.
+"""
+
+import base64
+import hashlib
+
+_RAW_PREFIX = "base64:"
+
+
+def encode_key(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _RAW_PREFIX + base64.b64encode(raw).decode("ascii")
+    if text.startswith(_RAW_PREFIX):
+        return _RAW_PREFIX + base64.b64encode(raw).decode("ascii")
+    return text
+
+
+def decode_key(text: str) -> bytes:
+    if text.startswith(_RAW_PREFIX):
+        return base64.b64decode(text[len(_RAW_PREFIX) :], validate=True)
+    return text.encode("utf-8")
+
+
+def key_hash(raw: bytes) -> str:
+    """The ``object_key_hash``: 128 bits of BLAKE2b over the raw key, as hex."""
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()

@@ -1,0 +1,41 @@
+"""The transactional outbox for domain events."""
+
+from django.db import models
+from django.utils import timezone
+
+
+class DomainEvent(models.Model):
+    """A domain event, written in the transaction that caused it, dispatched after commit.
+
+    The payload carries ids and facts, never credentials. Shape: ``docs/events.md``.
+    """
+
+    event_type = models.CharField(max_length=64)
+    aggregate_type = models.CharField(max_length=64)
+    aggregate_id = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["id"],
+                condition=models.Q(dispatched_at__isnull=True),
+                name="event_undispatched",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.aggregate_id}"
+
+    def envelope(self) -> dict:
+        return {
+            "id": self.pk,
+            "type": self.event_type,
+            "aggregate": {"type": self.aggregate_type, "id": self.aggregate_id},
+            "occurred_at": self.occurred_at.isoformat(),
+            "payload": self.payload,
+        }

@@ -1,0 +1,169 @@
+"""Targets and sessions: one enumeration of one target, its status machine and its counters."""
+
+import uuid
+from datetime import timedelta
+
+from django.db import models
+from django.db.models import F
+from django.utils import timezone
+
+from enumeration.choices import SessionStatus, TargetType
+from enumeration.models.timeline import Timeline
+
+
+class InvalidTransition(Exception):
+    """A status change the state machine forbids."""
+
+    def __init__(self, entity: str, current: str, target: str) -> None:
+        super().__init__(f"{entity} cannot go from {current} to {target}")
+        self.entity, self.current, self.target = entity, current, target
+
+
+class ScanTarget(models.Model):
+    """Something Census enumerates. ``location`` is a lossless key (see ``connectors.keys``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=255)
+    target_type = models.CharField(max_length=32, choices=TargetType.choices)
+    location = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+    last_scan_time = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["target_type", "location"], name="scan_target_unique")
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.target_type}:{self.name}"
+
+
+# The session state machine. PARTIALLY_COMPLETED, STALLED and FAILED are where a run rests, not
+# dead ends: a resume (or, for STALLED, fresh progress) takes the session back to IN_PROGRESS.
+SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
+    SessionStatus.INITIALIZED: frozenset({SessionStatus.IN_PROGRESS, SessionStatus.FAILED}),
+    SessionStatus.IN_PROGRESS: frozenset(
+        {
+            SessionStatus.COMPLETED,
+            SessionStatus.FAILED,
+            SessionStatus.STALLED,
+            SessionStatus.PARTIALLY_COMPLETED,
+        }
+    ),
+    SessionStatus.STALLED: frozenset({SessionStatus.IN_PROGRESS, SessionStatus.FAILED}),
+    SessionStatus.PARTIALLY_COMPLETED: frozenset({SessionStatus.IN_PROGRESS}),
+    SessionStatus.FAILED: frozenset({SessionStatus.IN_PROGRESS}),
+    SessionStatus.COMPLETED: frozenset(),
+}
+ACTIVE_SESSION_STATUSES = (
+    SessionStatus.INITIALIZED,
+    SessionStatus.IN_PROGRESS,
+    SessionStatus.STALLED,
+)
+
+
+class Checkpoint(models.Model):
+    """Where a target's listing can restart (a cursor for paged sources)."""
+
+    target = models.OneToOneField(ScanTarget, on_delete=models.CASCADE, related_name="checkpoint")
+    data = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def is_temporary(self) -> bool:
+        """A checkpoint not saved yet has no id: it is only in memory."""
+        return self.pk is None
+
+
+class SessionState(Timeline):
+    """One enumeration of one target (seed 001's SessionState, with SessionMetrics folded in)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    target = models.ForeignKey(ScanTarget, on_delete=models.PROTECT, related_name="sessions")
+    source_type = models.CharField(max_length=32, choices=TargetType.choices)
+    status = models.CharField(
+        max_length=32, choices=SessionStatus.choices, default=SessionStatus.INITIALIZED
+    )
+    failure_reason = models.TextField(blank=True)
+    last_checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Options of the run (batch sizes and the like). Never credentials.
+    config = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # SessionMetrics.
+    total_batches = models.PositiveBigIntegerField(default=0)
+    failed_batches = models.PositiveBigIntegerField(default=0)
+    items_found = models.PositiveBigIntegerField(default=0)
+    items_processed = models.PositiveBigIntegerField(default=0)
+    files_found = models.PositiveBigIntegerField(default=0)
+    directories_found = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "last_update"])]
+
+    def __str__(self) -> str:
+        return f"session {self.id} ({self.status})"
+
+    # --- transitions ---------------------------------------------------------------------
+    def can_transition(self, target: str) -> bool:
+        return target in SESSION_TRANSITIONS[self.status]
+
+    def _transition(self, target: str) -> None:
+        if not self.can_transition(target):
+            raise InvalidTransition("session", self.status, target)
+        self.status = target
+
+    def mark_in_progress(self) -> None:
+        self._transition(SessionStatus.IN_PROGRESS)
+        self.failure_reason = ""
+        self.completed_at = None
+        self.mark_timeline_started()
+
+    def mark_completed(self) -> None:
+        self._transition(SessionStatus.COMPLETED)
+        self.mark_timeline_completed()
+
+    def mark_partially_completed(self, reason: str) -> None:
+        self._transition(SessionStatus.PARTIALLY_COMPLETED)
+        self.failure_reason = reason
+        self.mark_timeline_completed()
+
+    def mark_failed(self, reason: str) -> None:
+        self._transition(SessionStatus.FAILED)
+        self.failure_reason = reason
+        self.mark_timeline_completed()
+
+    def mark_stalled(self) -> None:
+        self._transition(SessionStatus.STALLED)
+        self.failure_reason = f"no progress since {self.last_update.isoformat()}"
+
+    # --- metrics -------------------------------------------------------------------------
+    @property
+    def has_failed_batches(self) -> bool:
+        return self.failed_batches > 0
+
+    def is_stalled(self, threshold: timedelta) -> bool:
+        return (
+            self.status == SessionStatus.IN_PROGRESS
+            and timezone.now() - self.last_update > threshold
+        )
+
+    def process_completed_batch(self, *, failed: bool, files: int, directories: int, items: int) -> None:
+        """Add one committed unit to the counters, atomically in the database.
+
+        Several workers commit units of one session at once, so the counters are moved with
+        ``F()`` expressions rather than read-modify-write. Call inside the unit's transaction.
+        """
+        SessionState.objects.filter(pk=self.pk).update(
+            total_batches=F("total_batches") + 1,
+            failed_batches=F("failed_batches") + (1 if failed else 0),
+            items_found=F("items_found") + items,
+            files_found=F("files_found") + files,
+            directories_found=F("directories_found") + directories,
+            last_update=timezone.now(),
+        )

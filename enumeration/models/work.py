@@ -1,0 +1,200 @@
+"""Units of dispatch (Task), of commit (Batch) and what they found (TaskOutputRecord)."""
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from enumeration.choices import BatchStatus, RecordType, TaskKind, TaskStatus
+from enumeration.models.sessions import InvalidTransition, SessionState
+from enumeration.models.timeline import Timeline
+
+TASK_TRANSITIONS: dict[str, frozenset[str]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.FAILED}),
+    # RUNNING -> PENDING is the Reaper returning a task whose lease expired.
+    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.PENDING}),
+    # FAILED -> PENDING is an operator's requeue.
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.COMPLETED: frozenset(),
+}
+
+
+class Task(models.Model):
+    """A unit of dispatch: claimed with a lease by one worker at a time.
+
+    ``payload`` holds ids and keys only: for DISCOVERY_ENUMERATE, ``paths_to_scan`` (lossless keys);
+    for CLASSIFICATION, the output records to classify.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(SessionState, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=32, choices=TaskKind.choices)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    payload = models.JSONField(default=dict)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    lease_owner = models.CharField(max_length=255, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"]),
+            models.Index(fields=["status", "enqueued_at"]),
+            models.Index(fields=["session", "kind", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    def session_id_str(self) -> str:
+        return str(self.session_id)
+
+    def can_transition(self, target: str) -> bool:
+        return target in TASK_TRANSITIONS[self.status]
+
+    def transition(self, target: str) -> None:
+        if not self.can_transition(target):
+            raise InvalidTransition("task", self.status, target)
+        self.status = target
+
+    @property
+    def paths_to_scan(self) -> list[str]:
+        return list(self.payload.get("paths_to_scan", []))
+
+
+BATCH_TRANSITIONS: dict[str, frozenset[str]] = {
+    BatchStatus.IN_PROGRESS: frozenset(
+        {BatchStatus.SUCCEEDED, BatchStatus.FAILED, BatchStatus.PARTIALLY_COMPLETED}
+    ),
+    BatchStatus.SUCCEEDED: frozenset(),
+    BatchStatus.FAILED: frozenset(),
+    BatchStatus.PARTIALLY_COMPLETED: frozenset(),
+}
+
+
+class Batch(Timeline):
+    """One committed unit of work (a directory): its completion marker and its BatchMetrics.
+
+    A row exists only once the unit's records are in ``TaskOutputRecord``: it is written in the
+    same transaction. The unique key on (session, unit) makes a replayed unit impossible.
+    ``pipelined`` is the Pipeliner's cursor: set in the transaction that made the next stage's
+    tasks from this unit's records.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(SessionState, on_delete=models.CASCADE, related_name="batches")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="batches")
+    unit = models.TextField()
+    unit_hash = models.CharField(max_length=32)
+    status = models.CharField(
+        max_length=32, choices=BatchStatus.choices, default=BatchStatus.IN_PROGRESS
+    )
+    expected_items = models.PositiveBigIntegerField(default=0)
+    items_processed = models.PositiveBigIntegerField(default=0)
+    # Entries already staged by an interrupted attempt and excluded from this listing.
+    items_resumed = models.PositiveBigIntegerField(default=0)
+    error_details = models.TextField(blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    pipelined = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "unit_hash"], name="batch_unit_once")
+        ]
+        indexes = [
+            models.Index(
+                fields=["session"], condition=models.Q(pipelined=False), name="batch_unpipelined"
+            ),
+            models.Index(fields=["task"]),
+        ]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.unit} ({self.status})"
+
+    def _transition(self, target: str) -> None:
+        if target not in BATCH_TRANSITIONS[self.status]:
+            raise InvalidTransition("batch", self.status, target)
+        self.status = target
+
+    def mark_successful(self, items_processed: int) -> None:
+        if items_processed < 0:
+            raise ValueError("items_processed cannot be negative")
+        self._transition(BatchStatus.SUCCEEDED)
+        self.items_processed = items_processed
+        self.expected_items = max(self.expected_items, items_processed)
+        self.mark_timeline_completed()
+
+    def mark_failed(self, error: BaseException | str) -> None:
+        self._transition(BatchStatus.FAILED)
+        self.error_details = str(error)
+        self.mark_timeline_completed()
+
+    def completion_percentage(self) -> float:
+        if self.expected_items == 0:
+            return 100.0 if self.status == BatchStatus.SUCCEEDED else 0.0
+        return 100.0 * self.items_processed / self.expected_items
+
+
+class OutputColumns(models.Model):
+    """The columns a found object has, in staging and in the permanent table alike."""
+
+    # Indexed by the subclasses' own keys: (session, hash) and (task, ...) lead with these.
+    session = models.ForeignKey(
+        SessionState, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+", db_index=False)
+    record_type = models.CharField(max_length=16, choices=RecordType.choices)
+    container = models.TextField()
+    object_key = models.TextField()
+    object_key_hash = models.CharField(max_length=32)
+    name = models.TextField()
+    size = models.BigIntegerField(null=True, blank=True)
+    modified_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class TaskOutputRecord(OutputColumns):
+    """What a task found, committed. Unique per session by the object's key hash."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="records")
+
+    class Meta:
+        db_table = "task_output_records"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "object_key_hash"], name="output_record_once"
+            )
+        ]
+        indexes = [models.Index(fields=["batch"]), models.Index(fields=["task"])]
+
+    def __str__(self) -> str:
+        return self.object_key
+
+
+class StagedOutputRecord(OutputColumns):
+    """The per-task staging area: what a unit has found so far, before its commit.
+
+    Seed 002 names a table per task (``temp_outputs_{task_id}``); one table keyed by task gives the
+    same isolation without DDL per task. On PostgreSQL it is UNLOGGED: after a database crash it
+    comes back empty and the interrupted unit is simply listed again.
+    """
+
+    unit_hash = models.CharField(max_length=32)
+
+    class Meta:
+        db_table = "staged_output_records"
+        constraints = [
+            models.UniqueConstraint(fields=["task", "object_key_hash"], name="staged_record_once")
+        ]
+        indexes = [models.Index(fields=["task", "unit_hash"])]

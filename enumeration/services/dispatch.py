@@ -1,0 +1,57 @@
+"""Wake-up calls: Celery messages that carry a task id and nothing else, sent after commit."""
+
+import logging
+import uuid
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from enumeration.choices import TaskKind
+from enumeration.models import DomainEvent, Task
+from enumeration.services.events import TASK_CREATED, events_record
+
+logger = logging.getLogger(__name__)
+
+# Kinds with a runner today. CLASSIFICATION tasks are created and wait for the classifier.
+RUNNABLE_KINDS = (TaskKind.DISCOVERY_ENUMERATE,)
+
+
+def _send(task_ids: list[str]) -> None:
+    from enumeration.tasks import run_enumeration_task
+
+    for task_id in task_ids:
+        try:
+            run_enumeration_task.apply_async(args=[task_id], retry=False)
+        except Exception:
+            # The row is safe in the database; the Reaper re-sends tasks left waiting too long.
+            logger.warning("could not send task %s to the broker", task_id, exc_info=True)
+
+
+def tasks_enqueue_on_commit(task_ids: Iterable[uuid.UUID | str]) -> None:
+    ids = [str(task_id) for task_id in task_ids]
+    if ids:
+        transaction.on_commit(lambda: _send(ids), robust=True)
+
+
+def tasks_create(tasks: list[Task]) -> list[Task]:
+    """Save new tasks with their TaskCreated events (the outbox), then announce them after commit.
+
+    Must run inside a transaction: the rows, the events and the messages stand or fall together.
+    """
+    created = Task.objects.bulk_create(tasks)
+    events_record(
+        DomainEvent(
+            event_type=TASK_CREATED,
+            aggregate_type="task",
+            aggregate_id=str(task.pk),
+            payload={
+                "task_id": str(task.pk),
+                "session_id": str(task.session_id),
+                "kind": task.kind,
+                "units": len(task.payload.get("paths_to_scan", task.payload.get("record_ids", []))),
+            },
+        )
+        for task in created
+    )
+    tasks_enqueue_on_commit(task.pk for task in created if task.kind in RUNNABLE_KINDS)
+    return created

@@ -1,0 +1,69 @@
+"""The outbox: domain events written with the change that caused them, dispatched after commit."""
+
+import logging
+from collections.abc import Callable, Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from enumeration.models import DomainEvent
+
+logger = logging.getLogger(__name__)
+
+TASK_CREATED = "TaskCreated"
+SESSION_FINISHED = "SessionFinished"
+
+EventHandler = Callable[[dict], None]
+
+
+def _handlers() -> list[EventHandler]:
+    return [import_string(path) for path in getattr(settings, "CENSUS_EVENT_HANDLERS", [])]
+
+
+def events_record(events: Iterable[DomainEvent]) -> list[DomainEvent]:
+    """Write events in the caller's transaction; dispatch them once it commits."""
+    created = DomainEvent.objects.bulk_create(list(events))
+    if created:
+        ids = [event.pk for event in created if event.pk is not None]
+        transaction.on_commit(lambda: events_dispatch(ids=ids), robust=True)
+    return created
+
+
+def events_dispatch(*, ids: list[int] | None = None, limit: int = 500) -> int:
+    """Hand undispatched events to the handlers, each event at most once.
+
+    ``ids`` limits the run to the events one transaction wrote (the fast path right after commit);
+    without it, this is the periodic sweep for events whose dispatch died with its process.
+    """
+    handlers = _handlers()
+    dispatched = 0
+    with transaction.atomic():
+        pending = DomainEvent.objects.select_for_update(skip_locked=True).filter(
+            dispatched_at__isnull=True
+        )
+        if ids is not None:
+            pending = pending.filter(pk__in=ids)
+        events = list(pending.order_by("pk")[:limit])
+        for event in events:
+            envelope = event.envelope()
+            for handler in handlers:
+                try:
+                    handler(envelope)
+                except Exception:
+                    logger.exception("event handler failed", extra={"event_id": event.pk})
+            event.dispatched_at = timezone.now()
+            event.attempts += 1
+            dispatched += 1
+        DomainEvent.objects.bulk_update(events, ["dispatched_at", "attempts"])
+    return dispatched
+
+
+def log_event(envelope: dict) -> None:
+    """The default handler: one structured log line per event."""
+    logger.info(
+        "domain event %s",
+        envelope["type"],
+        extra={"event": envelope, "session_id": envelope["payload"].get("session_id")},
+    )

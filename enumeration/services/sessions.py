@@ -1,0 +1,430 @@
+"""Coordinator services (seed 000): start, resume, finish and watch enumeration sessions."""
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from enumeration.choices import BatchStatus, SessionStatus, TargetType, TaskKind, TaskStatus
+from enumeration.conf import engine_settings
+from enumeration.connectors.keys import decode_key, encode_key, key_hash
+from enumeration.models import (
+    Batch,
+    DomainEvent,
+    InvalidTransition,
+    ScanTarget,
+    SessionState,
+    StagedOutputRecord,
+    Task,
+)
+from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+from enumeration.services.dispatch import RUNNABLE_KINDS, tasks_create, tasks_enqueue_on_commit
+from enumeration.services.events import SESSION_FINISHED, events_record
+
+logger = logging.getLogger(__name__)
+
+
+class TargetInvalid(ValueError):
+    """A target spec Census refuses before anything is created."""
+
+
+class SessionConflict(ValueError):
+    """The session is not in a state that allows what was asked."""
+
+
+# --- targets -----------------------------------------------------------------------------------
+def directory_target_validate(*, path: str | bytes) -> bytes:
+    """The absolute, resolved directory a path names, or TargetInvalid saying why not."""
+    raw = os.fsencode(path)
+    shown = os.fsdecode(raw)
+    if not raw.strip():
+        raise TargetInvalid("A directory path is required.")
+    if b"\x00" in raw:
+        raise TargetInvalid("A path cannot contain a NUL character.")
+    resolved = os.path.realpath(os.path.abspath(raw))
+    if not os.path.exists(resolved):
+        raise TargetInvalid(f"{shown!r} does not exist.")
+    if not os.path.isdir(resolved):
+        raise TargetInvalid(f"{shown!r} is not a directory.")
+    return resolved
+
+
+def scan_target_get_or_create_directory(*, path: bytes) -> ScanTarget:
+    location = encode_key(path)
+    target, _ = ScanTarget.objects.get_or_create(
+        target_type=TargetType.DIRECTORY,
+        location=location,
+        defaults={"name": os.fsdecode(os.path.basename(path) or path)},
+    )
+    return target
+
+
+# --- start -------------------------------------------------------------------------------------
+def enumerate_target(*, path: str | bytes, name: str | None = None) -> SessionState:
+    """Start a fresh enumeration of a directory: the session and its first task, one transaction."""
+    root = directory_target_validate(path=path)
+    cfg = engine_settings()
+    with transaction.atomic():
+        target = scan_target_get_or_create_directory(path=root)
+        if name and target.name != name:
+            target.name = name
+            target.save(update_fields=["name", "updated_at"])
+        active = (
+            SessionState.objects.select_for_update()
+            .filter(target=target, status__in=ACTIVE_SESSION_STATUSES)
+            .first()
+        )
+        if active is not None:
+            raise SessionConflict(
+                f"Session {active.pk} is already enumerating {target.location!r}; "
+                "resume it or wait for it to finish."
+            )
+        session = SessionState.objects.create(
+            target=target,
+            source_type=target.target_type,
+            config={
+                "listing_batch_size": cfg.listing_batch_size,
+                "pipeline_group_size": cfg.pipeline_group_size,
+                "classification_group_size": cfg.classification_group_size,
+            },
+        )
+        tasks_create(
+            [
+                Task(
+                    session=session,
+                    kind=TaskKind.DISCOVERY_ENUMERATE,
+                    payload={"paths_to_scan": [target.location]},
+                    max_attempts=cfg.max_attempts,
+                    enqueued_at=timezone.now(),
+                )
+            ]
+        )
+    logger.info("session created for %s", target.location, extra={"session_id": str(session.pk)})
+    return session
+
+
+# --- finish ------------------------------------------------------------------------------------
+def session_refresh_status(*, session_id: uuid.UUID) -> SessionState:
+    """Close the session when nothing is pending or running and the Pipeliner has nothing left.
+
+    COMPLETED when every unit succeeded, PARTIALLY_COMPLETED when some failed for good, FAILED when
+    none succeeded.
+    """
+    with transaction.atomic():
+        session = SessionState.objects.select_for_update().get(pk=session_id)
+        if session.status not in (SessionStatus.IN_PROGRESS, SessionStatus.STALLED):
+            return session
+        busy = Task.objects.filter(
+            session_id=session_id,
+            kind__in=RUNNABLE_KINDS,
+            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING],
+        ).exists()
+        if busy or Batch.objects.filter(session_id=session_id, pipelined=False).exists():
+            return session
+        if session.status == SessionStatus.STALLED:
+            session.mark_in_progress()
+        failed = Batch.objects.filter(session_id=session_id, status=BatchStatus.FAILED).count()
+        succeeded = Batch.objects.filter(
+            session_id=session_id, status=BatchStatus.SUCCEEDED
+        ).count()
+        if failed == 0:
+            session.mark_completed()
+        elif succeeded == 0:
+            session.mark_failed(f"every unit failed ({failed}); see the session's failed batches")
+        else:
+            session.mark_partially_completed(
+                f"{failed} of {failed + succeeded} units failed; see the session's failed batches"
+            )
+        session.save()
+        ScanTarget.objects.filter(pk=session.target_id).update(last_scan_time=timezone.now())
+        events_record(
+            [
+                DomainEvent(
+                    event_type=SESSION_FINISHED,
+                    aggregate_type="session",
+                    aggregate_id=str(session.pk),
+                    payload={
+                        "session_id": str(session.pk),
+                        "status": session.status,
+                        "items_found": session.items_found,
+                        "failed_batches": failed,
+                    },
+                )
+            ]
+        )
+    log = logger.info if session.status == SessionStatus.COMPLETED else logger.error
+    log(
+        "session finished %s: %s",
+        session.status,
+        session.failure_reason or "all units succeeded",
+        extra={"session_id": str(session.pk)},
+    )
+    return session
+
+
+def _task_fail(task: Task, reason: str) -> None:
+    """Fail a task for good: its uncommitted units become FAILED batches. Inside a transaction."""
+    task.transition(TaskStatus.FAILED)
+    task.last_error = reason
+    task.lease_owner = ""
+    task.lease_expires_at = None
+    task.completed_at = timezone.now()
+    task.save(
+        update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "completed_at"]
+    )
+    StagedOutputRecord.objects.filter(task=task).delete()
+    if task.kind != TaskKind.DISCOVERY_ENUMERATE:
+        return
+    units = task.paths_to_scan
+    done = set(
+        Batch.objects.filter(
+            session_id=task.session_id, unit_hash__in=[key_hash(decode_key(u)) for u in units]
+        ).values_list("unit_hash", flat=True)
+    )
+    now = timezone.now()
+    failed = [
+        Batch(
+            session_id=task.session_id,
+            task=task,
+            unit=unit,
+            unit_hash=key_hash(decode_key(unit)),
+            status=BatchStatus.FAILED,
+            error_details=reason,
+            started_at=now,
+            completed_at=now,
+            pipelined=True,
+        )
+        for unit in units
+        if key_hash(decode_key(unit)) not in done
+    ]
+    Batch.objects.bulk_create(failed)
+    SessionState.objects.filter(pk=task.session_id).update(
+        total_batches=F("total_batches") + len(failed),
+        failed_batches=F("failed_batches") + len(failed),
+        last_update=now,
+    )
+
+
+def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Exception) -> str:
+    """An unexpected error ended a run: retry the task later, or fail it past its attempt limit."""
+    reason = f"{type(error).__name__}: {error}"[:2000]
+    with transaction.atomic():
+        task = (
+            Task.objects.select_for_update()
+            .filter(pk=task_id, status=TaskStatus.RUNNING, lease_owner=worker_id)
+            .first()
+        )
+        if task is None:
+            return "lease_lost"
+        if task.attempts >= task.max_attempts:
+            _task_fail(task, f"failed on attempt {task.attempts} of {task.max_attempts}: {reason}")
+            outcome = "failed"
+        else:
+            task.transition(TaskStatus.PENDING)
+            task.last_error = reason
+            task.lease_owner = ""
+            task.lease_expires_at = None
+            task.enqueued_at = timezone.now()
+            task.save(
+                update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "enqueued_at"]
+            )
+            tasks_enqueue_on_commit([task.pk])
+            outcome = "retry"
+    if outcome == "failed":
+        session_refresh_status(session_id=task.session_id)
+    return outcome
+
+
+# --- resume ------------------------------------------------------------------------------------
+def _retry_failed_units(session: SessionState) -> int:
+    """Give the failed units of a finished session another task. Inside a transaction."""
+    cfg = engine_settings()
+    failed = Batch.objects.filter(session=session, status=BatchStatus.FAILED)
+    units = list(failed.values_list("unit", flat=True))
+    if not units:
+        return 0
+    failed.delete()
+    SessionState.objects.filter(pk=session.pk).update(
+        total_batches=F("total_batches") - len(units),
+        failed_batches=F("failed_batches") - len(units),
+    )
+    size = cfg.pipeline_group_size
+    tasks_create(
+        [
+            Task(
+                session=session,
+                kind=TaskKind.DISCOVERY_ENUMERATE,
+                payload={"paths_to_scan": sorted(units[i : i + size], key=decode_key)},
+                max_attempts=cfg.max_attempts,
+                enqueued_at=timezone.now(),
+            )
+            for i in range(0, len(units), size)
+        ]
+    )
+    return len(units)
+
+
+def _resend_pending(session_id: uuid.UUID) -> int:
+    pending = Task.objects.filter(
+        session_id=session_id, kind__in=RUNNABLE_KINDS, status=TaskStatus.PENDING
+    )
+    ids = list(pending.values_list("pk", flat=True))
+    pending.update(enqueued_at=timezone.now())
+    tasks_enqueue_on_commit(ids)
+    return len(ids)
+
+
+def resume_target(*, session_id: uuid.UUID | str) -> SessionState:
+    """Resume a session (seed 000's ResumeTarget). Safe to call on any session, any number of times.
+
+    An active session has its pending tasks sent again (their messages may be lost) and its
+    Pipeliner run; a PARTIALLY_COMPLETED or FAILED one has its failed units retried.
+    """
+    from enumeration.services.pipeliner import pipeline_advance
+
+    with transaction.atomic():
+        session = SessionState.objects.select_for_update().get(pk=session_id)
+        if session.status == SessionStatus.COMPLETED:
+            raise SessionConflict(f"Session {session.pk} is already COMPLETED; start a new one.")
+        retried = 0
+        if session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED):
+            session.mark_in_progress()
+            session.save()
+            retried = _retry_failed_units(session)
+        resent = _resend_pending(session.pk)
+    logger.info(
+        "session resumed: %d failed units retried, %d pending tasks sent again",
+        retried,
+        resent,
+        extra={"session_id": str(session.pk)},
+    )
+    pipeline_advance(session_id=session.pk)
+    return session_refresh_status(session_id=session.pk)
+
+
+def sessions_resume_active() -> int:
+    """The Orchestrator's start-up: resume every active session. Returns how many."""
+    ids = list(
+        SessionState.objects.filter(status__in=ACTIVE_SESSION_STATUSES).values_list("pk", flat=True)
+    )
+    for session_id in ids:
+        resume_target(session_id=session_id)
+    return len(ids)
+
+
+def task_requeue(*, task_id: uuid.UUID | str) -> Task:
+    """An operator's requeue of a FAILED task: its failed units are forgotten and tried again."""
+    with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=task_id)
+        if task.status != TaskStatus.FAILED:
+            raise SessionConflict(f"Only a FAILED task can be requeued; this one is {task.status}.")
+        session = SessionState.objects.select_for_update().get(pk=task.session_id)
+        failed = Batch.objects.filter(task=task, status=BatchStatus.FAILED)
+        forgotten = failed.count()
+        failed.delete()
+        SessionState.objects.filter(pk=session.pk).update(
+            total_batches=F("total_batches") - forgotten,
+            failed_batches=F("failed_batches") - forgotten,
+        )
+        if session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED):
+            session.mark_in_progress()
+            session.save()
+        task.transition(TaskStatus.PENDING)
+        task.attempts = 0
+        task.enqueued_at = timezone.now()
+        task.save(update_fields=["status", "attempts", "enqueued_at"])
+        if task.kind in RUNNABLE_KINDS:
+            tasks_enqueue_on_commit([task.pk])
+    return task
+
+
+# --- watch -------------------------------------------------------------------------------------
+@dataclass
+class ReapResult:
+    requeued: int = 0
+    failed: int = 0
+    resent: int = 0
+
+
+def tasks_reap(*, limit: int = 500) -> ReapResult:
+    """The Reaper: requeue tasks whose lease expired, fail those past their attempt limit, and
+    re-send tasks left waiting unclaimed too long (their message may have died with the broker)."""
+    cfg = engine_settings()
+    now = timezone.now()
+    result = ReapResult()
+    touched: set[uuid.UUID] = set()
+    with transaction.atomic():
+        expired = list(
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+            .order_by("lease_expires_at")[:limit]
+        )
+        for task in expired:
+            owner = task.lease_owner
+            touched.add(task.session_id)
+            if task.attempts >= task.max_attempts:
+                _task_fail(
+                    task,
+                    f"lease of {owner} expired on attempt {task.attempts} of {task.max_attempts}",
+                )
+                result.failed += 1
+                continue
+            task.transition(TaskStatus.PENDING)
+            task.last_error = f"lease of {owner} expired on attempt {task.attempts}"
+            task.lease_owner = ""
+            task.lease_expires_at = None
+            task.enqueued_at = now
+            task.save(
+                update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "enqueued_at"]
+            )
+            tasks_enqueue_on_commit([task.pk])
+            result.requeued += 1
+        stale = list(
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(enqueued_at__lt=now - cfg.resend_after) | Q(enqueued_at__isnull=True),
+                status=TaskStatus.PENDING,
+                kind__in=RUNNABLE_KINDS,
+            )
+            .values_list("pk", flat=True)[:limit]
+        )
+        Task.objects.filter(pk__in=stale).update(enqueued_at=now)
+        tasks_enqueue_on_commit(stale)
+        result.resent = len(stale)
+    for session_id in touched:
+        session_refresh_status(session_id=session_id)
+    if result.requeued or result.failed or result.resent:
+        logger.warning(
+            "reaper: %d requeued, %d failed past their attempt limit, %d re-sent",
+            result.requeued,
+            result.failed,
+            result.resent,
+        )
+    return result
+
+
+def sessions_detect_stalled() -> list[SessionState]:
+    """Mark IN_PROGRESS sessions with no progress past the threshold STALLED, and alert."""
+    cfg = engine_settings()
+    cutoff = timezone.now() - cfg.stall_after
+    stalled = []
+    with transaction.atomic():
+        for session in SessionState.objects.select_for_update(skip_locked=True).filter(
+            status=SessionStatus.IN_PROGRESS, last_update__lt=cutoff
+        ):
+            try:
+                session.mark_stalled()
+            except InvalidTransition:
+                continue
+            session.save(update_fields=["status", "failure_reason"])
+            stalled.append(session)
+    for session in stalled:
+        # ERROR level: Sentry's logging integration turns this into an alert.
+        logger.error(
+            "enumeration stalled: %s", session.failure_reason, extra={"session_id": str(session.pk)}
+        )
+    return stalled

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class NmsConfig(AppConfig):
+    name = "nms"
+    verbose_name = "Network monitoring"
