@@ -49,9 +49,11 @@ class EnumerationCollector(Collector):
 
         seconds = 0.0
         count = 0
-        for started, completed in Batch.objects.filter(
-            started_at__isnull=False, completed_at__isnull=False
-        ).values_list("started_at", "completed_at").iterator(chunk_size=5000):
+        for started, completed in (
+            Batch.objects.filter(started_at__isnull=False, completed_at__isnull=False)
+            .values_list("started_at", "completed_at")
+            .iterator(chunk_size=5000)
+        ):
             seconds += (completed - started).total_seconds()
             count += 1
         timing = CounterMetricFamily(

@@ -144,7 +144,8 @@ CENSUS = {
     "CLASSIFICATION_GROUP_SIZE": env.int("CENSUS_CLASSIFICATION_GROUP_SIZE", default=1000),
     "LEASE_SECONDS": env.int("CENSUS_LEASE_SECONDS", default=60),
     "MAX_ATTEMPTS": env.int("CENSUS_MAX_ATTEMPTS", default=3),
-    # A PENDING task unclaimed this long has its message sent again (it may have died with the broker).
+    # A PENDING task unclaimed this long has its message sent again (it may have died with
+    # the broker).
     "RESEND_AFTER_SECONDS": env.int("CENSUS_RESEND_AFTER_SECONDS", default=120),
     # An IN_PROGRESS session with no progress this long is STALLED, and an alert is logged.
     "STALL_SECONDS": env.int("CENSUS_STALL_SECONDS", default=900),
@@ -194,8 +195,8 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
         "text": {
-            "format": "%(asctime)s %(levelname)s %(name)s [session=%(session_id)s task=%(task_id)s] "
-            "%(message)s"
+            "format": "%(asctime)s %(levelname)s %(name)s "
+            "[session=%(session_id)s task=%(task_id)s] %(message)s"
         },
     },
     "handlers": {

@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/auth/token/refresh/", TokenRefreshView.as_view(), name="token_refresh"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/nms/", include("nms.api.urls")),
     path("api/", include("enumeration.api.urls")),
     path("metrics", metrics_view, name="metrics"),
 ]

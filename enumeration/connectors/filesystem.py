@@ -59,9 +59,7 @@ def _entry(dir_entry: os.DirEntry, path: bytes, digest: str) -> Entry | None:
     except FileNotFoundError:
         return None  # removed between the listing and the stat: it is not there any more
     except OSError as exc:
-        return Entry(
-            RecordType.OTHER, path, digest, dir_entry.name, metadata={"error": str(exc)}
-        )
+        return Entry(RecordType.OTHER, path, digest, dir_entry.name, metadata={"error": str(exc)})
     record_type = RecordType.FILE if dir_entry.is_file(follow_symlinks=False) else RecordType.OTHER
     return Entry(
         record_type,

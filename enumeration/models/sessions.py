@@ -72,6 +72,9 @@ class Checkpoint(models.Model):
     data = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return f"checkpoint of {self.target_id}"
+
     def is_temporary(self) -> bool:
         """A checkpoint not saved yet has no id: it is only in memory."""
         return self.pk is None
@@ -153,7 +156,9 @@ class SessionState(Timeline):
             and timezone.now() - self.last_update > threshold
         )
 
-    def process_completed_batch(self, *, failed: bool, files: int, directories: int, items: int) -> None:
+    def process_completed_batch(
+        self, *, failed: bool, files: int, directories: int, items: int
+    ) -> None:
         """Add one committed unit to the counters, atomically in the database.
 
         Several workers commit units of one session at once, so the counters are moved with

@@ -198,3 +198,6 @@ class StagedOutputRecord(OutputColumns):
             models.UniqueConstraint(fields=["task", "object_key_hash"], name="staged_record_once")
         ]
         indexes = [models.Index(fields=["task", "unit_hash"])]
+
+    def __str__(self) -> str:
+        return f"staged {self.object_key}"

@@ -75,7 +75,15 @@ def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
         session = SessionState.objects.select_for_update().get(pk=task.session_id)
         if session.status in (SessionStatus.INITIALIZED, SessionStatus.STALLED):
             session.mark_in_progress()
-            session.save(update_fields=["status", "failure_reason", "completed_at", "started_at", "last_update"])
+            session.save(
+                update_fields=[
+                    "status",
+                    "failure_reason",
+                    "completed_at",
+                    "started_at",
+                    "last_update",
+                ]
+            )
         task.session = session
     return task
 
@@ -164,7 +172,12 @@ def _insert_staged(task: Task, unit_key: str, unit_hash: str, entries: list[Entr
 
 
 def _stage(
-    task: Task, worker_id: str, cfg: EngineSettings, unit_key: str, unit_hash: str, entries: list[Entry]
+    task: Task,
+    worker_id: str,
+    cfg: EngineSettings,
+    unit_key: str,
+    unit_hash: str,
+    entries: list[Entry],
 ) -> None:
     with transaction.atomic():
         _heartbeat(task.pk, worker_id, cfg.lease)
@@ -337,7 +350,9 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
             return RunOutcome("lease_lost", outcome.units_committed, outcome.units_skipped)
         except Exception as exc:
             logger.exception("task failed")
-            outcome.status = task_release_after_error(task_id=task.pk, worker_id=worker_id, error=exc)
+            outcome.status = task_release_after_error(
+                task_id=task.pk, worker_id=worker_id, error=exc
+            )
             return outcome
         logger.info(
             "task completed: %d units committed, %d already done",

@@ -37,7 +37,10 @@ def session_drain(
             tasks_reap()
             pipeline_advance(session_id=session_id)
             session = session_refresh_status(session_id=session_id)
-            if session.status not in ACTIVE_SESSION_STATUSES or session.status == SessionStatus.STALLED:
+            if (
+                session.status not in ACTIVE_SESSION_STATUSES
+                or session.status == SessionStatus.STALLED
+            ):
                 if on_progress:
                     on_progress(session)
                 return session

@@ -94,7 +94,7 @@ def _pipeline_round(session_id: uuid.UUID) -> tuple[int, int]:
 
 
 def pipeline_advance(*, session_id: uuid.UUID) -> int:
-    """Turn every committed, not yet pipelined batch of the session into tasks. Returns tasks made."""
+    """Turn every committed, unpipelined batch of the session into tasks. Returns tasks made."""
     made = 0
     while True:
         batches, tasks = _pipeline_round(session_id)

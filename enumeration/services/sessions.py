@@ -230,7 +230,13 @@ def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Excep
             task.lease_expires_at = None
             task.enqueued_at = timezone.now()
             task.save(
-                update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "enqueued_at"]
+                update_fields=[
+                    "status",
+                    "last_error",
+                    "lease_owner",
+                    "lease_expires_at",
+                    "enqueued_at",
+                ]
             )
             tasks_enqueue_on_commit([task.pk])
             outcome = "retry"
@@ -379,7 +385,13 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
             task.lease_expires_at = None
             task.enqueued_at = now
             task.save(
-                update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "enqueued_at"]
+                update_fields=[
+                    "status",
+                    "last_error",
+                    "lease_owner",
+                    "lease_expires_at",
+                    "enqueued_at",
+                ]
             )
             tasks_enqueue_on_commit([task.pk])
             result.requeued += 1

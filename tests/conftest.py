@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures.trees", "tests.fixtures.workers"]
