@@ -4,6 +4,7 @@ With neither DATABASE_URL nor CELERY_BROKER_URL set, Census runs on its embedded
 ``var/`` and an in-process worker, so a fresh machine needs nothing else installed.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
+VAR_DIR = Path(os.environ.get("CENSUS_VAR_DIR", BASE_DIR / "var"))
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -72,6 +73,8 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'census.sqlite3'}"),
 }
 _db = DATABASES["default"]
+if EMBEDDED_DATABASE:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Workers and the web process share one file: wait for locks instead of failing at once.
     _db.setdefault("OPTIONS", {}).update(

@@ -1,0 +1,252 @@
+"""The enumeration engine in this process, on PostgreSQL: the worker loop, resume, lease,
+Pipeliner, Reaper and session outcomes. Worker-process behaviour is in test_workers.py."""
+
+import os
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
+from enumeration.connectors.keys import encode_key, key_hash
+from enumeration.models import (
+    Batch,
+    DomainEvent,
+    SessionState,
+    StagedOutputRecord,
+    Task,
+    TaskOutputRecord,
+)
+from enumeration.services import engine
+from enumeration.services.engine import LeaseLost, task_claim, task_run
+from enumeration.services.inprocess import session_drain
+from enumeration.services.pipeliner import pipeline_advance
+from enumeration.services.sessions import (
+    SessionConflict,
+    TargetInvalid,
+    enumerate_target,
+    resume_target,
+    sessions_detect_stalled,
+    task_requeue,
+    tasks_reap,
+)
+from tests.fixtures.trees import assert_matches_ground_truth
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def drain(session) -> SessionState:
+    return session_drain(session_id=session.pk, idle_sleep=0.05)
+
+
+def test_enumeration_matches_ground_truth_with_awkward_names(make_tree):
+    # Given a tree with unicode, spaces, a non-UTF-8 name, empty dirs and a symlink loop
+    tree = make_tree(directories=120, files=900)
+    # When it is enumerated to the end
+    session = drain(enumerate_target(path=tree.root))
+    # Then the records are exactly what os.walk sees, and the session says so
+    assert session.status == SessionStatus.COMPLETED
+    assert_matches_ground_truth(session.pk, tree)
+    assert session.files_found == tree.files
+    assert session.total_batches == tree.directories + 1  # every directory and the root
+    assert session.items_processed == session.files_found + session.directories_found
+
+
+def test_symlinks_are_recorded_not_followed(make_tree):
+    tree = make_tree(directories=20, files=50)
+    session = drain(enumerate_target(path=tree.root))
+    links = TaskOutputRecord.objects.filter(session=session, record_type=RecordType.SYMLINK)
+    assert {r.object_key for r in links} == {encode_key(p) for p in tree.symlinks}
+    loop = links.get(object_key=encode_key(tree.symlinks[0]))
+    assert loop.metadata["target"] == encode_key(tree.root)
+
+
+def test_non_utf8_names_are_kept_losslessly(make_tree):
+    tree = make_tree(directories=10, files=10)
+    session = drain(enumerate_target(path=tree.root))
+    record = TaskOutputRecord.objects.get(session=session, object_key__startswith="base64:")
+    from enumeration.connectors.keys import decode_key
+
+    assert decode_key(record.object_key).endswith(b"not-utf8-\xff\xfe.bin")
+    assert os.path.exists(decode_key(record.object_key))
+
+
+def test_empty_directory_gets_a_completion_marker(tmp_path):
+    (tmp_path / "empty").mkdir()
+    session = drain(enumerate_target(path=tmp_path / "empty"))
+    assert session.status == SessionStatus.COMPLETED
+    batch = Batch.objects.get(session=session)
+    assert batch.status == BatchStatus.SUCCEEDED
+    assert batch.items_processed == 0
+
+
+@pytest.mark.parametrize(
+    ("make_path", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", "is not a directory"),
+        (lambda p: "", "path is required"),
+        (lambda p: "/tmp/a\x00b", "NUL"),
+    ],
+)
+def test_bad_paths_are_refused_before_a_session_exists(tmp_path, make_path, message):
+    with pytest.raises(TargetInvalid, match=message):
+        enumerate_target(path=make_path(tmp_path))
+    assert not SessionState.objects.exists()
+    assert not Task.objects.exists()
+
+
+def test_second_session_for_a_busy_target_is_refused(tmp_path):
+    enumerate_target(path=tmp_path)
+    with pytest.raises(SessionConflict, match="already enumerating"):
+        enumerate_target(path=tmp_path)
+
+
+def test_task_created_events_are_written_with_the_tasks(make_tree):
+    tree = make_tree(directories=30, files=100)
+    session = drain(enumerate_target(path=tree.root))
+    task_ids = {str(pk) for pk in Task.objects.filter(session=session).values_list("pk", flat=True)}
+    events = DomainEvent.objects.filter(event_type="TaskCreated")
+    assert {e.aggregate_id for e in events} == task_ids
+    assert not events.filter(dispatched_at__isnull=True).exists()
+    assert DomainEvent.objects.filter(event_type="SessionFinished").count() == 1
+
+
+def test_pipeliner_groups_subdirectories_and_files(tmp_path, settings):
+    # Given a root with 120 subdirectories and 2,500 files, groups of 50 dirs and 1,000 files
+    settings.CENSUS = {**settings.CENSUS, "PIPELINE_GROUP_SIZE": 50}
+    for i in range(120):
+        (tmp_path / f"sub{i:03d}").mkdir()
+    for i in range(2500):
+        (tmp_path / f"f{i}").touch()
+    session = enumerate_target(path=tmp_path)
+    root_task = Task.objects.get(session=session)
+    # When the root is listed and committed (the Pipeliner runs right after the commit)
+    task_run(task_id=root_task.pk)
+    # Then the next stage holds 3 enumeration tasks (50+50+20) and 3 classification tasks
+    enum_tasks = Task.objects.filter(session=session, kind=TaskKind.DISCOVERY_ENUMERATE).exclude(
+        pk=root_task.pk
+    )
+    assert sorted(len(t.paths_to_scan) for t in enum_tasks) == [20, 50, 50]
+    classify = Task.objects.filter(session=session, kind=TaskKind.CLASSIFICATION)
+    assert sorted(len(t.payload["record_ids"]) for t in classify) == [500, 1000, 1000]
+    assert all(t.status == TaskStatus.PENDING for t in classify)
+    assert Batch.objects.get(task=root_task).pipelined
+    # And running the Pipeliner again makes nothing more
+    assert pipeline_advance(session_id=session.pk) == 0
+
+
+def test_same_task_run_twice_yields_one_result_set(make_tree):
+    tree = make_tree(directories=5, files=30)
+    session = enumerate_target(path=tree.root)
+    task = Task.objects.get(session=session)
+    assert task_run(task_id=task.pk).status == "completed"
+    assert task_run(task_id=task.pk).status == "skipped"
+    assert Batch.objects.filter(session=session).count() == 1
+
+
+def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
+    # Given a directory of 50 files, listed in batches of 10, interrupted after 2 staged batches
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10}
+    for i in range(50):
+        (tmp_path / f"f{i:02d}").touch()
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.get(session=session)
+    claimed = task_claim(task_id=task.pk, worker_id="first")
+    cfg = engine.engine_settings()
+    unit = os.fsencode(str(tmp_path))
+    listing = engine.connector_for("directory").list_unit(unit, exclude=set(), batch_size=10)
+    for _ in range(2):
+        engine._stage(claimed, "first", cfg, encode_key(unit), key_hash(unit), next(listing))
+    assert StagedOutputRecord.objects.filter(task=task).count() == 20
+    # When the lease expires, the Reaper requeues and another worker runs the task
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert tasks_reap().requeued == 1
+    assert task_run(task_id=task.pk, worker_id="second").status == "completed"
+    # Then the unit excluded the 20 staged entries and the result is exactly the 50 files
+    batch = Batch.objects.get(task=task)
+    assert batch.items_resumed == 20
+    assert batch.items_processed == 50
+    assert TaskOutputRecord.objects.filter(session=session).count() == 50
+    assert not StagedOutputRecord.objects.filter(task=task).exists()
+    # And the first worker, which lost its lease, cannot write any more
+    with pytest.raises(LeaseLost), transaction.atomic():
+        engine._heartbeat(task.pk, "first", cfg.lease)
+
+
+def test_reaper_fails_a_task_past_its_attempt_limit(tmp_path):
+    # Given a task whose worker died on each of its attempts
+    (tmp_path / "a").mkdir()
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.get(session=session)
+    for attempt in range(1, task.max_attempts + 1):
+        assert task_claim(task_id=task.pk, worker_id=f"w{attempt}") is not None
+        Task.objects.filter(pk=task.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        tasks_reap()
+    # Then it failed with the reason, its unit is a failed batch, and the session ended FAILED
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert f"attempt {task.max_attempts} of {task.max_attempts}" in task.last_error
+    batch = Batch.objects.get(session=session)
+    assert batch.status == BatchStatus.FAILED
+    session.refresh_from_db()
+    assert session.status == SessionStatus.FAILED
+    assert "every unit failed" in session.failure_reason
+    # When an operator requeues it, it runs to completion
+    task_requeue(task_id=task.pk)
+    session = drain(session)
+    assert session.status == SessionStatus.COMPLETED
+    assert TaskOutputRecord.objects.filter(session=session).count() == 1
+
+
+def test_reaper_resends_tasks_left_unclaimed(tmp_path, settings):
+    session = enumerate_target(path=tmp_path)
+    Task.objects.filter(session=session).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    assert tasks_reap().resent == 1
+    assert Task.objects.get(session=session).enqueued_at > timezone.now() - timedelta(minutes=1)
+    assert tasks_reap().resent == 0
+
+
+def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_it(tmp_path):
+    # Given a tree whose one directory vanishes between being found and being listed
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "x").touch()
+    (tmp_path / "gone").mkdir()
+    session = enumerate_target(path=tmp_path)
+    task_run(task_id=Task.objects.get(session=session).pk)
+    (tmp_path / "gone").rmdir()
+    session = drain(session)
+    # Then the session is PARTIALLY_COMPLETED with the failed unit recorded against it
+    assert session.status == SessionStatus.PARTIALLY_COMPLETED
+    failed = Batch.objects.get(session=session, status=BatchStatus.FAILED)
+    assert "No such file or directory" in failed.error_details
+    assert failed.unit == str(tmp_path / "gone")
+    # When the directory is back and the session is resumed, the failed unit is retried
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "y").touch()
+    resume_target(session_id=session.pk)
+    session = drain(session)
+    assert session.status == SessionStatus.COMPLETED
+    assert session.failed_batches == 0
+    assert TaskOutputRecord.objects.filter(session=session, name="y").exists()
+
+
+def test_resume_of_a_completed_session_is_refused(tmp_path):
+    session = drain(enumerate_target(path=tmp_path))
+    with pytest.raises(SessionConflict, match="already COMPLETED"):
+        resume_target(session_id=session.pk)
+
+
+def test_quiet_session_is_marked_stalled_and_progress_revives_it(tmp_path, caplog):
+    session = enumerate_target(path=tmp_path)
+    SessionState.objects.filter(pk=session.pk).update(
+        status=SessionStatus.IN_PROGRESS, last_update=timezone.now() - timedelta(hours=2)
+    )
+    stalled = sessions_detect_stalled()
+    assert [s.pk for s in stalled] == [session.pk]
+    assert "enumeration stalled" in caplog.text
+    session = drain(session)
+    assert session.status == SessionStatus.COMPLETED
