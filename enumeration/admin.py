@@ -20,7 +20,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django_filters.rest_framework import FilterSet
 
-from enumeration.api.serializers import display_key
+from enumeration.connectors.keys import display_key
 from enumeration.filters import (
     BatchFilterSet,
     ScanTargetFilterSet,

@@ -11,5 +11,5 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/census
 os.environ.setdefault(
     "CELERY_BROKER_URL", f"redis://127.0.0.1:6379/{os.environ.get('CENSUS_TEST_REDIS_DB', '15')}"
 )
-os.environ.setdefault("SECRET_KEY", "census-tests-only")
+os.environ.setdefault("SECRET_KEY", "census-tests-only-not-a-secret-0123456789abcdef")
 os.environ.setdefault("LOG_FORMAT", "text")

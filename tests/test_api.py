@@ -210,12 +210,6 @@ def test_a_path_given_as_a_lossless_key_is_decoded(api: APIClient, tree: Path) -
     assert response.json()["target"]["location"] == str(tree)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="scan_target_get_or_create_directory names a new target os.fsdecode(basename), a "
-    "surrogate-escaped str PostgreSQL refuses; the service should name it readably instead",
-)
 def test_a_non_utf8_directory_can_be_enumerated_by_its_lossless_key(
     api: APIClient, tmp_path: Path
 ) -> None:

@@ -5,8 +5,6 @@ Keys (target locations, units, containers, object keys, names) are lossless text
 people, in which bytes that are not UTF-8 appear as ``\\xNN`` escapes.
 """
 
-import sys
-
 from django.core.validators import ProhibitNullCharactersValidator
 from django.db import models
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
@@ -22,18 +20,9 @@ from enumeration.choices import (
     TaskKind,
     TaskStatus,
 )
-from enumeration.connectors.keys import decode_key
+from enumeration.connectors.keys import decode_key, display_key
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 from enumeration.selectors import session_task_counts
-
-
-def display_key(key: str) -> str:
-    """A lossless key as a person reads it; undecodable bytes become ``\\xNN``. Never parse it."""
-    try:
-        raw = decode_key(key)
-    except ValueError:  # binascii.Error: a "base64:" key that is not base64 is shown as stored
-        return key
-    return raw.decode(sys.getfilesystemencoding(), errors="backslashreplace")
 
 
 class DisplayKeyField(serializers.CharField):

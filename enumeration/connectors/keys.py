@@ -30,3 +30,12 @@ def decode_key(text: str) -> bytes:
 def key_hash(raw: bytes) -> str:
     """The ``object_key_hash``: 128 bits of BLAKE2b over the raw key, as hex."""
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def display_key(key: str) -> str:
+    """A lossless key as a person reads it; undecodable bytes become ``\\xNN``. Never parse it."""
+    try:
+        raw = decode_key(key)
+    except ValueError:  # binascii.Error: a "base64:" key that is not base64 is shown as stored
+        return key
+    return raw.decode("utf-8", errors="backslashreplace")

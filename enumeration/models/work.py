@@ -116,6 +116,9 @@ class Batch(Timeline):
         ]
         verbose_name_plural = "batches"
 
+    # Set by the commit, not stored: how many subdirectories the unit found.
+    found_subdirectories = 0
+
     def __str__(self) -> str:
         return f"batch {self.unit} ({self.status})"
 

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,6 +35,10 @@ from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, Ta
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
 
 logger = logging.getLogger(__name__)
+
+
+# Shortest time between two Pipeliner runs inside one task (the end of a task always runs it).
+PIPELINE_INTERVAL = 0.5
 
 
 class LeaseLost(Exception):
@@ -98,13 +103,12 @@ def _heartbeat(task_id: uuid.UUID, worker_id: str, lease: timedelta) -> None:
         raise LeaseLost(f"task {task_id} is no longer leased to {worker_id}")
 
 
-# --- staging -----------------------------------------------------------------------------------
-_STAGED_COLUMNS = (
+# --- writing rows ------------------------------------------------------------------------------
+_ROW_COLUMNS = (
     "session_id",
     "task_id",
-    "unit_hash",
-    "record_type",
     "container",
+    "record_type",
     "object_key",
     "object_key_hash",
     "name",
@@ -118,16 +122,16 @@ def _csv_text(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _copy_staged(task: Task, unit_key: str, unit_hash: str, entries: list[Entry]) -> None:
-    """PostgreSQL: COPY the batch into staging (CSV: an unquoted empty field is NULL)."""
+def _copy_rows(
+    table: str, task: Task, container: str, entries: list[Entry], extra: tuple[str, str]
+) -> None:
+    """PostgreSQL: COPY entries into ``table`` (CSV; an unquoted empty field is NULL)."""
     buf = io.StringIO()
-    prefix = f"{task.session_id},{task.pk},{unit_hash},"
-    container = _csv_text(unit_key)
+    prefix = f"{task.session_id},{task.pk},{_csv_text(container)},"
+    suffix = f",{extra[1]}\n"
     for e in entries:
         buf.write(prefix)
         buf.write(e.record_type)
-        buf.write(",")
-        buf.write(container)
         buf.write(",")
         buf.write(_csv_text(encode_key(e.key)))
         buf.write(",")
@@ -140,31 +144,40 @@ def _copy_staged(task: Task, unit_key: str, unit_hash: str, entries: list[Entry]
         buf.write("" if e.modified_at is None else e.modified_at.isoformat())
         buf.write(",")
         buf.write(_csv_text(json.dumps(e.metadata)))
-        buf.write("\n")
+        buf.write(suffix)
     buf.seek(0)
+    columns = ", ".join((*_ROW_COLUMNS, extra[0]))
     with connection.cursor() as cursor:
-        cursor.cursor.copy_expert(
-            f"COPY {StagedOutputRecord._meta.db_table} ({', '.join(_STAGED_COLUMNS)}) "
-            "FROM STDIN WITH (FORMAT csv)",
-            buf,
-        )
+        cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buf)
 
 
-def _insert_staged(task: Task, unit_key: str, unit_hash: str, entries: list[Entry]) -> None:
-    StagedOutputRecord.objects.bulk_create(
+def _write_rows(
+    model: type[StagedOutputRecord] | type[TaskOutputRecord],
+    task: Task,
+    container: str,
+    entries: list[Entry],
+    extra: tuple[str, str],
+) -> None:
+    """Bulk-write found entries into staging or the output table. Inside a transaction."""
+    if not entries:
+        return
+    if connection.vendor == "postgresql":
+        _copy_rows(model._meta.db_table, task, container, entries, extra)
+        return
+    model.objects.bulk_create(
         [
-            StagedOutputRecord(
+            model(
                 session_id=task.session_id,
                 task_id=task.pk,
-                unit_hash=unit_hash,
+                container=container,
                 record_type=e.record_type,
-                container=unit_key,
                 object_key=encode_key(e.key),
                 object_key_hash=e.key_hash,
                 name=encode_key(e.name),
                 size=e.size,
                 modified_at=e.modified_at,
                 metadata=e.metadata,
+                **{extra[0]: extra[1]},
             )
             for e in entries
         ]
@@ -179,12 +192,10 @@ def _stage(
     unit_hash: str,
     entries: list[Entry],
 ) -> None:
+    """Stage one streamed batch of a unit, in a transaction that proves the lease is ours."""
     with transaction.atomic():
         _heartbeat(task.pk, worker_id, cfg.lease)
-        if connection.vendor == "postgresql":
-            _copy_staged(task, unit_key, unit_hash, entries)
-        else:
-            _insert_staged(task, unit_key, unit_hash, entries)
+        _write_rows(StagedOutputRecord, task, unit_key, entries, ("unit_hash", unit_hash))
 
 
 # --- commit ------------------------------------------------------------------------------------
@@ -193,45 +204,68 @@ def _db(value: uuid.UUID) -> object:
     return Task._meta.pk.get_db_prep_value(value, connection)
 
 
-_MOVE_COLUMNS = (
-    "session_id, task_id, record_type, container, object_key, object_key_hash, name, size, "
-    "modified_at, metadata"
-)
+_MOVE_COLUMNS = ", ".join(_ROW_COLUMNS)
 
 
-def _commit_unit(task: Task, worker_id: str, cfg: EngineSettings, batch: Batch) -> None:
-    """One transaction: staged rows -> task_output_records, the Batch marker, the counters."""
+def _move_staged(task: Task, batch: Batch) -> tuple[dict[str, int], int]:
+    """Move a unit's staged rows into the output table. Returns (staged counts by type, moved)."""
     staged = StagedOutputRecord._meta.db_table
     output = TaskOutputRecord._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT record_type, COUNT(*) FROM {staged} "
+            "WHERE task_id = %s AND unit_hash = %s GROUP BY record_type",
+            [_db(task.pk), batch.unit_hash],
+        )
+        by_type = dict(cursor.fetchall())
+        batch.mark_successful(sum(by_type.values()))
+        batch.save(force_insert=True)
+        cursor.execute(
+            f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
+            f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
+            "WHERE task_id = %s AND unit_hash = %s "
+            "ON CONFLICT DO NOTHING",
+            [_db(batch.pk), _db(task.pk), batch.unit_hash],
+        )
+        moved = cursor.rowcount
+        cursor.execute(
+            f"DELETE FROM {staged} WHERE task_id = %s AND unit_hash = %s",
+            [_db(task.pk), batch.unit_hash],
+        )
+    if moved != batch.items_processed:
+        logger.warning(
+            "unit %s: %d staged records were already committed",
+            batch.unit,
+            batch.items_processed - moved,
+        )
+    return by_type, moved
+
+
+def _commit_unit(
+    task: Task, worker_id: str, cfg: EngineSettings, batch: Batch, tail: list[Entry], staged: bool
+) -> None:
+    """One transaction: the unit's records into ``task_output_records``, its Batch marker, and
+    the session's counters.
+
+    ``tail`` is the unit's last streamed batch, still in memory. When nothing of the unit was
+    staged (the whole unit fits in one batch, the common case) it is written straight to the
+    output table: the same atomic result without the round trip through staging.
+    """
     with transaction.atomic():
         _heartbeat(task.pk, worker_id, cfg.lease)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT record_type, COUNT(*) FROM {staged} "
-                "WHERE task_id = %s AND unit_hash = %s GROUP BY record_type",
-                [_db(task.pk), batch.unit_hash],
-            )
-            by_type = dict(cursor.fetchall())
-            total = sum(by_type.values())
-            if batch.status == BatchStatus.IN_PROGRESS:
-                batch.mark_successful(total)
+        if batch.status == BatchStatus.FAILED:
+            StagedOutputRecord.objects.filter(task=task, unit_hash=batch.unit_hash).delete()
             batch.save(force_insert=True)
-            cursor.execute(
-                f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
-                f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
-                "WHERE task_id = %s AND unit_hash = %s "
-                "ON CONFLICT DO NOTHING",
-                [_db(batch.pk), _db(task.pk), batch.unit_hash],
-            )
-            moved = cursor.rowcount
-            cursor.execute(
-                f"DELETE FROM {staged} WHERE task_id = %s AND unit_hash = %s",
-                [_db(task.pk), batch.unit_hash],
-            )
-        if moved != total:
-            logger.warning(
-                "unit %s: %d staged records were already committed", batch.unit, total - moved
-            )
+            by_type, moved = {}, 0
+        elif staged:
+            _write_rows(StagedOutputRecord, task, batch.unit, tail, ("unit_hash", batch.unit_hash))
+            by_type, moved = _move_staged(task, batch)
+        else:
+            batch.mark_successful(len(tail))
+            batch.save(force_insert=True)
+            _write_rows(TaskOutputRecord, task, batch.unit, tail, ("batch_id", str(_db(batch.pk))))
+            by_type, moved = dict(Counter(e.record_type for e in tail)), len(tail)
+        batch.found_subdirectories = by_type.get(RecordType.DIRECTORY, 0)
         task.session.process_completed_batch(
             failed=batch.status == BatchStatus.FAILED,
             files=by_type.get(RecordType.FILE, 0),
@@ -284,19 +318,26 @@ def _process_unit(task: Task, worker_id: str, cfg: EngineSettings, unit: bytes) 
         )
     connector = connector_for(task.session.source_type)
     staged_batches = 0
+    # One streamed batch is held back: if it turns out to be the unit's last, it is written in
+    # the commit's own transaction instead of being staged first.
+    held: list[Entry] = []
     try:
         for entries in connector.list_unit(
             unit, exclude=already_staged, batch_size=cfg.listing_batch_size
         ):
-            _stage(task, worker_id, cfg, unit_key, unit_hash, entries)
-            staged_batches += 1
+            if held:
+                _stage(task, worker_id, cfg, unit_key, unit_hash, held)
+                staged_batches += 1
+                _pause_for_tests(cfg, unit, staged_batches)
+            held = entries
             batch.expected_items += len(entries)
-            _pause_for_tests(cfg, unit, staged_batches)
     except UnitUnreadable as exc:
+        # The unit is an error on its own record; nothing partial of it is kept.
         logger.warning("unit %s could not be listed: %s", unit_key, exc)
         batch.mark_failed(exc)
+        held = []
     batch.expected_items += len(already_staged)
-    _commit_unit(task, worker_id, cfg, batch)
+    _commit_unit(task, worker_id, cfg, batch, held, staged=bool(staged_batches or already_staged))
     return batch
 
 
@@ -335,15 +376,23 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
                 session_id=task.session_id, unit_hash__in=[key_hash(u) for u in units]
             ).values_list("unit_hash", flat=True)
         )
+        last_pipelined = time.monotonic()
         try:
             for unit in units:
                 if key_hash(unit) in done:
                     outcome.units_skipped += 1
                     continue
-                _process_unit(task, worker_id, cfg, unit)
+                batch = _process_unit(task, worker_id, cfg, unit)
                 outcome.units_committed += 1
-                # The Pipeliner runs right after each commit, so the next stage starts early.
-                pipeline_advance(session_id=task.session_id)
+                # Subdirectories are work for other workers: hand them on right after the
+                # commit, at most every PIPELINE_INTERVAL, so idle workers are not kept waiting
+                # for the end of this task. Everything else goes at the end of the task.
+                if (
+                    batch.found_subdirectories
+                    and time.monotonic() - last_pipelined >= PIPELINE_INTERVAL
+                ):
+                    pipeline_advance(session_id=task.session_id)
+                    last_pipelined = time.monotonic()
             _finish_task(task, worker_id)
         except LeaseLost as exc:
             logger.warning("stopping: %s", exc)

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -34,29 +35,32 @@ def events_record(events: Iterable[DomainEvent]) -> list[DomainEvent]:
 def events_dispatch(*, ids: list[int] | None = None, limit: int = 500) -> int:
     """Hand undispatched events to the handlers, each event at most once.
 
-    ``ids`` limits the run to the events one transaction wrote (the fast path right after commit);
-    without it, this is the periodic sweep for events whose dispatch died with its process.
+    An event is claimed by the one UPDATE that stamps ``dispatched_at``, so concurrent
+    dispatchers never hand the same event on twice. ``ids`` limits the run to the events one
+    transaction wrote (the fast path right after commit); without it, this is the periodic sweep
+    for events whose dispatch died with its process.
     """
+    pending = DomainEvent.objects.filter(dispatched_at__isnull=True)
+    if ids is not None:
+        pending = pending.filter(pk__in=ids)
+    candidates = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
+    if not candidates:
+        return 0
+    now = timezone.now()
+    DomainEvent.objects.filter(pk__in=candidates, dispatched_at__isnull=True).update(
+        dispatched_at=now, attempts=F("attempts") + 1
+    )
+    claimed = DomainEvent.objects.filter(pk__in=candidates, dispatched_at=now).order_by("pk")
     handlers = _handlers()
     dispatched = 0
-    with transaction.atomic():
-        pending = DomainEvent.objects.select_for_update(skip_locked=True).filter(
-            dispatched_at__isnull=True
-        )
-        if ids is not None:
-            pending = pending.filter(pk__in=ids)
-        events = list(pending.order_by("pk")[:limit])
-        for event in events:
-            envelope = event.envelope()
-            for handler in handlers:
-                try:
-                    handler(envelope)
-                except Exception:
-                    logger.exception("event handler failed", extra={"event_id": event.pk})
-            event.dispatched_at = timezone.now()
-            event.attempts += 1
-            dispatched += 1
-        DomainEvent.objects.bulk_update(events, ["dispatched_at", "attempts"])
+    for event in claimed:
+        envelope = event.envelope()
+        for handler in handlers:
+            try:
+                handler(envelope)
+            except Exception:
+                logger.exception("event handler failed", extra={"event_id": event.pk})
+        dispatched += 1
     return dispatched
 
 

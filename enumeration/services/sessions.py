@@ -58,7 +58,7 @@ def scan_target_get_or_create_directory(*, path: bytes) -> ScanTarget:
     target, _ = ScanTarget.objects.get_or_create(
         target_type=TargetType.DIRECTORY,
         location=location,
-        defaults={"name": os.fsdecode(os.path.basename(path) or path)},
+        defaults={"name": (os.path.basename(path) or path).decode("utf-8", "backslashreplace")},
     )
     return target
 

@@ -1,0 +1,181 @@
+"""Real `celery worker` processes on PostgreSQL and Redis: two workers, a SIGKILL in the middle of
+a directory, a message delivered twice, and a broker that restarts empty mid-run.
+
+The test process plays beat: it runs the Reaper every second, as the periodic job would.
+"""
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from config.celery import app as celery_app
+from enumeration.choices import BatchStatus, SessionStatus
+from enumeration.connectors.keys import encode_key
+from enumeration.models import Batch, SessionState, Task
+from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+from enumeration.services.sessions import enumerate_target, tasks_reap
+from enumeration.tasks import run_enumeration_task
+from tests.fixtures.trees import assert_matches_ground_truth
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers]
+
+FAST_LEASE = {"CENSUS_LEASE_SECONDS": "3", "CENSUS_RESEND_AFTER_SECONDS": "3"}
+
+
+@pytest.fixture
+def fast_engine(settings):
+    settings.CENSUS = {**settings.CENSUS, "LEASE_SECONDS": 3, "RESEND_AFTER_SECONDS": 3}
+
+
+def wait_for_session(session_id, timeout: float = 300, on_tick=None) -> SessionState:
+    """Follow a session to its end, running the Reaper every second as beat would."""
+    deadline = time.monotonic() + timeout
+    last_reap = 0.0
+    while time.monotonic() < deadline:
+        session = SessionState.objects.get(pk=session_id)
+        if session.status not in ACTIVE_SESSION_STATUSES:
+            return session
+        if on_tick:
+            on_tick(session)
+        if time.monotonic() - last_reap > 1:
+            tasks_reap()
+            last_reap = time.monotonic()
+        time.sleep(0.2)
+    raise AssertionError(f"session still {session.status} after {timeout}s")
+
+
+@contextlib.contextmanager
+def celery_broker(url: str):
+    """Point this process's Celery app at another broker for the duration."""
+    old = celery_app.conf.broker_url
+    celery_app.conf.broker_url = url
+    celery_app._after_fork()
+    try:
+        yield
+    finally:
+        celery_app.conf.broker_url = old
+        celery_app._after_fork()
+
+
+def test_two_workers_enumerate_a_large_tree_exactly(make_tree, start_worker, fast_engine):
+    # Given 20,000+ files in 2,000 directories, depth 8, with empty dirs, unicode and spaces,
+    # a non-UTF-8 name, a symlink loop and a directory the workers may not read
+    tree = make_tree(directories=2000, files=20000, depth=8, unreadable=True)
+    # And two worker processes without the privilege to read it
+    workers = [start_worker(f"w{i}", env=FAST_LEASE, unprivileged=True) for i in (1, 2)]
+    # When the tree is enumerated
+    started = time.monotonic()
+    session = wait_for_session(enumerate_target(path=tree.root).pk)
+    elapsed = time.monotonic() - started
+    # Then the records are exactly the os.walk ground truth, no key twice
+    assert_matches_ground_truth(session.pk, tree)
+    # And the unreadable directory is an error on its unit, while the rest of the run went on
+    assert session.status == SessionStatus.PARTIALLY_COMPLETED, session.failure_reason
+    failed = Batch.objects.get(session=session, status=BatchStatus.FAILED)
+    assert failed.unit == encode_key(tree.unreadable[0])
+    assert "Permission denied" in failed.error_details
+    assert session.files_found == tree.files
+    # And both workers did part of it
+    for worker in workers:
+        assert "task completed" in worker.output(), worker.name
+    print(f"\n{session.files_found} files in {elapsed:.1f}s with two workers")
+
+
+def test_sigkill_mid_directory_resumes_from_what_was_staged(
+    tmp_path, make_tree, start_worker, fast_engine
+):
+    # Given a tree with one directory of 3,000 files, listed 100 at a time, and a hook that
+    # pauses its listing once, after 5 staged batches
+    tree = make_tree(directories=50, files=2000)
+    big = Path(os.fsdecode(tree.root)) / "bigdir"
+    big.mkdir()
+    for i in range(3000):
+        (big / f"item{i:05d}").touch()
+    marker = tmp_path / "paused.marker"
+    env = {
+        **FAST_LEASE,
+        "CENSUS_LISTING_BATCH_SIZE": "100",
+        "CENSUS_TEST_PAUSE_LISTING": f"bigdir:5:60:{marker}",
+    }
+    workers = [start_worker(f"w{i}", env=env) for i in (1, 2)]
+    session = enumerate_target(path=tree.root)
+    # When the worker listing it is paused there, it is killed with SIGKILL
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the listing never reached the pause"
+        time.sleep(0.1)
+    time.sleep(0.2)
+    paused_pid = int(marker.read_text())
+    victim = next(w for w in workers if os.getpgid(paused_pid) == w.proc.pid)
+    victim.kill()
+    # Then the Reaper requeues its task and the other worker finishes the run
+    session = wait_for_session(session.pk)
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert_matches_ground_truth(session.pk, tree)
+    # And the resumed directory skipped exactly the 500 entries that were staged
+    batch = Batch.objects.get(session=session, unit=str(big))
+    assert batch.items_resumed == 500
+    assert batch.items_processed == 3000
+    assert Task.objects.get(pk=batch.task_id).attempts == 2
+
+
+def test_same_task_delivered_twice_at_once_yields_one_result_set(
+    make_tree, start_worker, fast_engine
+):
+    # Given two workers and a session whose first task's message is sent three more times
+    tree = make_tree(directories=300, files=3000)
+    workers = [start_worker(f"w{i}", env=FAST_LEASE) for i in (1, 2)]
+    session = enumerate_target(path=tree.root)
+    root_task = Task.objects.get(session=session)
+    for _ in range(3):
+        run_enumeration_task.apply_async(args=[str(root_task.pk)])
+    # When the run ends
+    session = wait_for_session(session.pk)
+    # Then there is one result set: the ground truth, one batch per directory
+    assert session.status == SessionStatus.COMPLETED
+    assert_matches_ground_truth(session.pk, tree)
+    assert Batch.objects.filter(session=session).count() == tree.directories + 1
+    assert session.total_batches == tree.directories + 1
+    # And every extra delivery was seen and declined (the last may still be on its way)
+    deadline = time.monotonic() + 30
+    while sum(w.output().count("'skipped'") for w in workers) < 3:
+        assert time.monotonic() < deadline, "the duplicate deliveries were not all declined"
+        time.sleep(0.5)
+    assert (
+        sum(w.output().count("'completed'") for w in workers)
+        == Task.objects.filter(session=session, kind="DISCOVERY_ENUMERATE").count()
+    )
+
+
+def test_broker_restart_mid_run_completes_exactly(
+    make_tree, start_worker, redis_server, fast_engine
+):
+    # Given two workers on a Redis of our own that keeps nothing on disk
+    tree = make_tree(directories=1500, files=8000)
+    env = {**FAST_LEASE, "CENSUS_LISTING_BATCH_SIZE": "50"}
+    workers = [start_worker(f"w{i}", env=env, broker=redis_server.url) for i in (1, 2)]
+    with celery_broker(redis_server.url):
+        session = enumerate_target(path=tree.root)
+        # When Redis is stopped a little way into the run and started again, empty
+        restarted = False
+
+        def restart_once(s: SessionState) -> None:
+            nonlocal restarted
+            if not restarted and s.total_batches >= 100:
+                redis_server.stop()
+                time.sleep(3)
+                redis_server.start()
+                restarted = True
+
+        session = wait_for_session(session.pk, on_tick=restart_once)
+    # Then the run still completes with exactly the ground truth
+    assert restarted, "the run ended before the broker could be restarted"
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert_matches_ground_truth(session.pk, tree)
+    assert session.completed_at <= timezone.now()
+    for worker in workers:
+        assert worker.proc.poll() is None, f"{worker.name} died with the broker"
