@@ -250,3 +250,41 @@ def test_quiet_session_is_marked_stalled_and_progress_revives_it(tmp_path, caplo
     assert "enumeration stalled" in caplog.text
     session = drain(session)
     assert session.status == SessionStatus.COMPLETED
+
+
+def test_concurrent_claims_of_one_task_have_one_winner(tmp_path):
+    # Given 30 pending tasks, and for each two claimants released at the same instant
+    import threading
+
+    from django.db import connection as main_connection
+
+    session = enumerate_target(path=tmp_path)
+    tasks = [
+        Task(session=session, kind=TaskKind.DISCOVERY_ENUMERATE, payload={"paths_to_scan": []})
+        for _ in range(30)
+    ]
+    Task.objects.bulk_create(tasks)
+    main_connection.close()
+    for task in tasks:
+        barrier = threading.Barrier(2)
+        winners: list[str] = []
+
+        def claim(name: str, task_id=task.pk, barrier=barrier, winners=winners) -> None:
+            from django.db import connection
+
+            try:
+                barrier.wait()
+                if task_claim(task_id=task_id, worker_id=name) is not None:
+                    winners.append(name)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Then exactly one of them holds it
+        assert len(winners) == 1, winners
+        assert Task.objects.get(pk=task.pk).lease_owner == winners[0]
+        assert Task.objects.get(pk=task.pk).attempts == 1

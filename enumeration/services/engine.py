@@ -61,12 +61,15 @@ def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
     """Claim a PENDING task for ``worker_id``; None when another worker has it or it is done."""
     cfg = engine_settings()
     now = timezone.now()
+    if not SessionState.objects.filter(
+        tasks__pk=task_id, status__in=ACTIVE_SESSION_STATUSES
+    ).exists():
+        return None
     with transaction.atomic():
-        won = Task.objects.filter(
-            pk=task_id,
-            status=TaskStatus.PENDING,
-            session__status__in=ACTIVE_SESSION_STATUSES,
-        ).update(
+        # The claim filters on the task row alone: PostgreSQL re-checks a plain WHERE after
+        # waiting for a competing claim's lock, but not a join or subquery, which would let two
+        # claims both win.
+        won = Task.objects.filter(pk=task_id, status=TaskStatus.PENDING).update(
             status=TaskStatus.RUNNING,
             lease_owner=worker_id,
             lease_expires_at=now + cfg.lease,
