@@ -17,7 +17,7 @@ from enumeration.choices import BatchStatus, SessionStatus
 from enumeration.connectors.keys import encode_key
 from enumeration.models import Batch, SessionState, Task
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
-from enumeration.services.sessions import enumerate_target, tasks_reap
+from enumeration.services.sessions import ReapResult, enumerate_target, tasks_reap
 from enumeration.tasks import run_enumeration_task
 from tests.fixtures.trees import assert_matches_ground_truth
 
@@ -31,7 +31,9 @@ def fast_engine(settings):
     settings.CENSUS = {**settings.CENSUS, "LEASE_SECONDS": 3, "RESEND_AFTER_SECONDS": 3}
 
 
-def wait_for_session(session_id, timeout: float = 300, on_tick=None) -> SessionState:
+def wait_for_session(
+    session_id, timeout: float = 300, on_tick=None, reaped: ReapResult | None = None
+) -> SessionState:
     """Follow a session to its end, running the Reaper every second as beat would."""
     deadline = time.monotonic() + timeout
     last_reap = 0.0
@@ -42,7 +44,11 @@ def wait_for_session(session_id, timeout: float = 300, on_tick=None) -> SessionS
         if on_tick:
             on_tick(session)
         if time.monotonic() - last_reap > 1:
-            tasks_reap()
+            result = tasks_reap()
+            if reaped is not None:
+                reaped.requeued += result.requeued
+                reaped.resent += result.resent
+                reaped.failed += result.failed
             last_reap = time.monotonic()
         time.sleep(0.2)
     raise AssertionError(f"session still {session.status} after {timeout}s")
@@ -51,13 +57,13 @@ def wait_for_session(session_id, timeout: float = 300, on_tick=None) -> SessionS
 @contextlib.contextmanager
 def celery_broker(url: str):
     """Point this process's Celery app at another broker for the duration."""
-    old = celery_app.conf.broker_url
-    celery_app.conf.broker_url = url
-    celery_app._after_fork()
+    old = celery_app.conf.broker_write_url
+    celery_app.conf.broker_write_url = url
+    celery_app._after_fork()  # drop the pooled connections to the old broker
     try:
         yield
     finally:
-        celery_app.conf.broker_url = old
+        celery_app.conf.broker_write_url = old
         celery_app._after_fork()
 
 
@@ -113,7 +119,9 @@ def test_sigkill_mid_directory_resumes_from_what_was_staged(
     victim = next(w for w in workers if os.getpgid(paused_pid) == w.proc.pid)
     victim.kill()
     # Then the Reaper requeues its task and the other worker finishes the run
-    session = wait_for_session(session.pk)
+    reaped = ReapResult()
+    session = wait_for_session(session.pk, reaped=reaped)
+    assert reaped.requeued >= 1
     assert session.status == SessionStatus.COMPLETED, session.failure_reason
     assert_matches_ground_truth(session.pk, tree)
     # And the resumed directory skipped exactly the 500 entries that were staged
@@ -171,9 +179,11 @@ def test_broker_restart_mid_run_completes_exactly(
                 redis_server.start()
                 restarted = True
 
-        session = wait_for_session(session.pk, on_tick=restart_once)
+        reaped = ReapResult()
+        session = wait_for_session(session.pk, on_tick=restart_once, reaped=reaped)
     # Then the run still completes with exactly the ground truth
     assert restarted, "the run ended before the broker could be restarted"
+    assert reaped.resent > 0, "no message was lost with the broker: the test proved nothing"
     assert session.status == SessionStatus.COMPLETED, session.failure_reason
     assert_matches_ground_truth(session.pk, tree)
     assert session.completed_at <= timezone.now()
