@@ -235,3 +235,6 @@ if SENTRY_DSN:
 CENSUS_EVENT_HANDLERS = env.list(
     "CENSUS_EVENT_HANDLERS", default=["enumeration.services.events.log_event"]
 )
+
+# Fernet keys for secrets at rest, newest first (see nms/crypto.py). Unset: derived from SECRET_KEY.
+CENSUS_ENCRYPTION_KEYS = env.list("CENSUS_ENCRYPTION_KEYS", default=[])

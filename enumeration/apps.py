@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def _install_periodic_jobs(sender: AppConfig, **kwargs: object) -> None:
-    from enumeration.schedule import periodic_jobs_install
+    from config.periodic import periodic_jobs_install
 
     periodic_jobs_install()
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from enumeration.schedule import periodic_jobs_install
+from config.periodic import periodic_jobs_install
 
 
 class Command(BaseCommand):
