@@ -288,3 +288,28 @@ def test_concurrent_claims_of_one_task_have_one_winner(tmp_path):
         assert len(winners) == 1, winners
         assert Task.objects.get(pk=task.pk).lease_owner == winners[0]
         assert Task.objects.get(pk=task.pk).attempts == 1
+
+
+def test_sweep_closes_a_session_whose_last_worker_died_before_closing_it(tmp_path):
+    # Given a session whose only task finished, but whose worker died before closing the session
+    from enumeration.services.pipeliner import pipeline_sweep
+
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.get(session=session)
+    claimed = task_claim(task_id=task.pk, worker_id="w")
+    engine._process_unit(claimed, "w", engine.engine_settings(), os.fsencode(str(tmp_path)))
+    engine._finish_task(claimed, "w")
+    assert SessionState.objects.get(pk=session.pk).status == SessionStatus.IN_PROGRESS
+    # When beat's sweep runs
+    pipeline_sweep()
+    # Then the session is closed
+    assert SessionState.objects.get(pk=session.pk).status == SessionStatus.COMPLETED
+
+
+def test_classification_tasks_are_not_run_by_the_enumeration_loop(tmp_path):
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.create(
+        session=session, kind=TaskKind.CLASSIFICATION, payload={"record_ids": [1]}
+    )
+    assert task_run(task_id=task.pk).status == "skipped"
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING

@@ -58,7 +58,8 @@ def worker_identity() -> str:
 
 # --- claim and lease ---------------------------------------------------------------------------
 def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
-    """Claim a PENDING task for ``worker_id``; None when another worker has it or it is done."""
+    """Claim a PENDING enumeration task for ``worker_id``; None when another worker has it, it is
+    done, or it is not one this loop runs."""
     cfg = engine_settings()
     now = timezone.now()
     if not SessionState.objects.filter(
@@ -69,7 +70,9 @@ def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
         # The claim filters on the task row alone: PostgreSQL re-checks a plain WHERE after
         # waiting for a competing claim's lock, but not a join or subquery, which would let two
         # claims both win.
-        won = Task.objects.filter(pk=task_id, status=TaskStatus.PENDING).update(
+        won = Task.objects.filter(
+            pk=task_id, status=TaskStatus.PENDING, kind=TaskKind.DISCOVERY_ENUMERATE
+        ).update(
             status=TaskStatus.RUNNING,
             lease_owner=worker_id,
             lease_expires_at=now + cfg.lease,
@@ -371,8 +374,6 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
     cfg = engine_settings()
     outcome = RunOutcome("completed")
     with log_context(session_id=task.session_id, task_id=task.pk):
-        if task.kind != TaskKind.DISCOVERY_ENUMERATE:
-            raise ValueError(f"task {task.pk} is a {task.kind} task, not an enumeration")
         units = sorted(decode_key(path) for path in task.paths_to_scan)
         done = set(
             Batch.objects.filter(

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from enumeration.choices import RecordType, TaskKind
+from enumeration.choices import RecordType, SessionStatus, TaskKind
 from enumeration.conf import engine_settings
 from enumeration.connectors.keys import decode_key
 from enumeration.models import Batch, SessionState, Task, TaskOutputRecord
@@ -104,7 +104,11 @@ def pipeline_advance(*, session_id: uuid.UUID) -> int:
 
 
 def pipeline_sweep() -> int:
-    """Beat's safety net: advance every session that has committed batches not yet pipelined."""
+    """Beat's safety net: advance every session that has committed batches not yet pipelined,
+    then close every active session that has nothing left (its last worker may have died between
+    finishing its task and closing the session)."""
+    from enumeration.services.sessions import session_refresh_status
+
     session_ids = (
         Batch.objects.filter(pipelined=False).values_list("session_id", flat=True).distinct()
     )
@@ -113,4 +117,9 @@ def pipeline_sweep() -> int:
         made += pipeline_advance(session_id=session_id)
     if made:
         logger.info("pipeliner sweep made %d tasks", made)
+    active = SessionState.objects.filter(
+        status__in=[SessionStatus.IN_PROGRESS, SessionStatus.STALLED]
+    ).values_list("pk", flat=True)
+    for session_id in list(active):
+        session_refresh_status(session_id=session_id)
     return made
