@@ -8,6 +8,8 @@ record committed late is never skipped the way an id-ordered cursor would skip i
 
 import logging
 import uuid
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from django.db import transaction
 from django.db.models import F
@@ -22,6 +24,8 @@ from enumeration.services.dispatch import tasks_create
 logger = logging.getLogger(__name__)
 
 BATCHES_PER_ROUND = 100
+TASKS_PER_INSERT = 100
+T = TypeVar("T")
 
 
 def _enumerate_task(session_id: uuid.UUID, paths: list[str], max_attempts: int) -> Task:
@@ -43,9 +47,49 @@ def _classification_task(session_id: uuid.UUID, record_ids: list[int], max_attem
     )
 
 
+def _grouped(values: Iterable[T], size: int) -> Iterator[list[T]]:
+    group: list[T] = []
+    for value in values:
+        group.append(value)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+class _NextStage:
+    """The next stage's tasks for some committed batches, made as the records stream by."""
+
+    def __init__(self, session_id: uuid.UUID, batch_ids: list[uuid.UUID]) -> None:
+        self.session_id = session_id
+        self.records = TaskOutputRecord.objects.filter(batch_id__in=batch_ids)
+        self.handed_on = 0
+
+    def tasks(self) -> Iterator[Task]:
+        cfg = engine_settings()
+        directories = (
+            self.records.filter(record_type=RecordType.DIRECTORY)
+            .order_by("object_key")
+            .values_list("object_key", flat=True)
+            .iterator(chunk_size=2000)
+        )
+        for paths in _grouped(directories, cfg.pipeline_group_size):
+            self.handed_on += len(paths)
+            yield _enumerate_task(self.session_id, paths, cfg.max_attempts)
+        files = (
+            self.records.filter(record_type=RecordType.FILE)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .iterator(chunk_size=5000)
+        )
+        for record_ids in _grouped(files, cfg.classification_group_size):
+            self.handed_on += len(record_ids)
+            yield _classification_task(self.session_id, record_ids, cfg.max_attempts)
+
+
 def _pipeline_round(session_id: uuid.UUID) -> tuple[int, int]:
-    """One transaction over up to BATCHES_PER_ROUND batches. Returns (batches, tasks)."""
-    cfg = engine_settings()
+    """One transaction over up to BATCHES_PER_ROUND batches. Returns (batches, tasks made)."""
     with transaction.atomic():
         batch_ids = list(
             Batch.objects.select_for_update(skip_locked=True)
@@ -55,42 +99,18 @@ def _pipeline_round(session_id: uuid.UUID) -> tuple[int, int]:
         )
         if not batch_ids:
             return 0, 0
-        records = TaskOutputRecord.objects.filter(batch_id__in=batch_ids)
-        tasks: list[Task] = []
-        paths: list[str] = []
-        for path in (
-            records.filter(record_type=RecordType.DIRECTORY)
-            .order_by("object_key")
-            .values_list("object_key", flat=True)
-            .iterator(chunk_size=2000)
-        ):
-            paths.append(path)
-            if len(paths) == cfg.pipeline_group_size:
-                tasks.append(_enumerate_task(session_id, paths, cfg.max_attempts))
-                paths = []
-        if paths:
-            tasks.append(_enumerate_task(session_id, paths, cfg.max_attempts))
-        record_ids: list[int] = []
-        for record_id in (
-            records.filter(record_type=RecordType.FILE)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-            .iterator(chunk_size=5000)
-        ):
-            record_ids.append(record_id)
-            if len(record_ids) == cfg.classification_group_size:
-                tasks.append(_classification_task(session_id, record_ids, cfg.max_attempts))
-                record_ids = []
-        if record_ids:
-            tasks.append(_classification_task(session_id, record_ids, cfg.max_attempts))
-        handed_on = records.filter(record_type__in=[RecordType.DIRECTORY, RecordType.FILE]).count()
-        if tasks:
+        next_stage = _NextStage(session_id, batch_ids)
+        made = 0
+        # Saved TASKS_PER_INSERT at a time: memory stays bounded however large the batches.
+        for tasks in _grouped(next_stage.tasks(), TASKS_PER_INSERT):
             tasks_create(tasks)
+            made += len(tasks)
         Batch.objects.filter(pk__in=batch_ids).update(pipelined=True)
         SessionState.objects.filter(pk=session_id).update(
-            items_processed=F("items_processed") + handed_on, last_update=timezone.now()
+            items_processed=F("items_processed") + next_stage.handed_on,
+            last_update=timezone.now(),
         )
-    return len(batch_ids), len(tasks)
+    return len(batch_ids), made
 
 
 def pipeline_advance(*, session_id: uuid.UUID) -> int:

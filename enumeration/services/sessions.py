@@ -209,6 +209,19 @@ def _task_fail(task: Task, reason: str) -> None:
     )
 
 
+def _task_return_to_queue(task: Task, reason: str) -> None:
+    """RUNNING -> PENDING with the reason, lease dropped, message sent after commit."""
+    task.transition(TaskStatus.PENDING)
+    task.last_error = reason
+    task.lease_owner = ""
+    task.lease_expires_at = None
+    task.enqueued_at = timezone.now()
+    task.save(
+        update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "enqueued_at"]
+    )
+    tasks_enqueue_on_commit([task.pk])
+
+
 def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Exception) -> str:
     """An unexpected error ended a run: retry the task later, or fail it past its attempt limit."""
     reason = f"{type(error).__name__}: {error}"[:2000]
@@ -224,21 +237,7 @@ def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Excep
             _task_fail(task, f"failed on attempt {task.attempts} of {task.max_attempts}: {reason}")
             outcome = "failed"
         else:
-            task.transition(TaskStatus.PENDING)
-            task.last_error = reason
-            task.lease_owner = ""
-            task.lease_expires_at = None
-            task.enqueued_at = timezone.now()
-            task.save(
-                update_fields=[
-                    "status",
-                    "last_error",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "enqueued_at",
-                ]
-            )
-            tasks_enqueue_on_commit([task.pk])
+            _task_return_to_queue(task, reason)
             outcome = "retry"
     if outcome == "failed":
         session_refresh_status(session_id=task.session_id)
@@ -379,21 +378,7 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
                 )
                 result.failed += 1
                 continue
-            task.transition(TaskStatus.PENDING)
-            task.last_error = f"lease of {owner} expired on attempt {task.attempts}"
-            task.lease_owner = ""
-            task.lease_expires_at = None
-            task.enqueued_at = now
-            task.save(
-                update_fields=[
-                    "status",
-                    "last_error",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "enqueued_at",
-                ]
-            )
-            tasks_enqueue_on_commit([task.pk])
+            _task_return_to_queue(task, f"lease of {owner} expired on attempt {task.attempts}")
             result.requeued += 1
         stale = list(
             Task.objects.select_for_update(skip_locked=True)
