@@ -301,13 +301,21 @@ def _pause_for_tests(cfg: EngineSettings, unit: bytes, batches_staged: int) -> N
     time.sleep(float(seconds))
 
 
-def _process_unit(task: Task, worker_id: str, cfg: EngineSettings, unit: bytes) -> Batch:
+def _process_unit(
+    task: Task, worker_id: str, cfg: EngineSettings, unit: bytes, *, maybe_staged: bool = True
+) -> Batch:
+    """List one unit and commit it. ``maybe_staged=False`` says an earlier attempt staged
+    nothing of it, which saves the look-up of what to exclude."""
     unit_key = encode_key(unit)
     unit_hash = key_hash(unit)
-    already_staged = set(
-        StagedOutputRecord.objects.filter(task=task, unit_hash=unit_hash).values_list(
-            "object_key_hash", flat=True
+    already_staged = (
+        set(
+            StagedOutputRecord.objects.filter(task=task, unit_hash=unit_hash).values_list(
+                "object_key_hash", flat=True
+            )
         )
+        if maybe_staged
+        else set()
     )
     batch = Batch(
         session_id=task.session_id,
@@ -380,13 +388,25 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
                 session_id=task.session_id, unit_hash__in=[key_hash(u) for u in units]
             ).values_list("unit_hash", flat=True)
         )
+        # Units an earlier attempt of this task left half-staged (at most one, in practice).
+        interrupted = (
+            set(
+                StagedOutputRecord.objects.filter(task=task)
+                .values_list("unit_hash", flat=True)
+                .distinct()
+            )
+            if task.attempts > 1
+            else set()
+        )
         last_pipelined = time.monotonic()
         try:
             for unit in units:
                 if key_hash(unit) in done:
                     outcome.units_skipped += 1
                     continue
-                batch = _process_unit(task, worker_id, cfg, unit)
+                batch = _process_unit(
+                    task, worker_id, cfg, unit, maybe_staged=key_hash(unit) in interrupted
+                )
                 outcome.units_committed += 1
                 # Subdirectories are work for other workers: hand them on right after the
                 # commit, at most every PIPELINE_INTERVAL, so idle workers are not kept waiting
