@@ -247,3 +247,26 @@ CENSUS_EVENT_HANDLERS = env.list(
 
 # Fernet keys for secrets at rest, newest first (see nms/crypto.py). Unset: derived from SECRET_KEY.
 CENSUS_ENCRYPTION_KEYS = env.list("CENSUS_ENCRYPTION_KEYS", default=[])
+
+# --- NMS: discovery, credentials, devices (nms/targets.py, nms/services/discovery.py) ----------
+# Most addresses one discovery profile may cover; counted before anything is expanded.
+CENSUS_NMS_MAX_HOSTS = env.int("CENSUS_NMS_MAX_HOSTS", default=65_536)
+# Addresses handed to the discovery plugin per run of it (one transaction of outcomes each).
+CENSUS_NMS_DISCOVERY_BATCH_SIZE = env.int("CENSUS_NMS_DISCOVERY_BATCH_SIZE", default=64)
+# Seconds one device may take to answer discovery (the plugin enforces it).
+CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT = env.float("CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT", default=10.0)
+# Seconds one plugin run (a batch) may take before its process group is killed.
+CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT = env.float("CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT", default=120.0)
+# The plugin command per protocol (argv, shell-quoted). Never carries a credential.
+import shlex  # noqa: E402
+import sys  # noqa: E402
+
+CENSUS_NMS_PLUGINS = {
+    "winrm": shlex.split(
+        env.str(
+            "CENSUS_NMS_WINRM_PLUGIN",
+            default=f"{shlex.quote(sys.executable)} -m nms.plugins.winrm",
+        )
+    ),
+}
+CELERY_TASK_ROUTES.update({"nms.tasks.run_discovery": {"queue": "poll"}})
