@@ -270,3 +270,36 @@ CENSUS_NMS_PLUGINS = {
     ),
 }
 CELERY_TASK_ROUTES.update({"nms.tasks.run_discovery": {"queue": "poll"}})
+
+# --- Network monitoring (nms): scheduler tick, fping, poller, health monitor, metrics ----------
+# Read by nms/fping.py and nms/services/{scheduler,poller,health,metrics}.py; docs/nms.md explains
+# each. Poll tasks go to the `poll` queue (their own workers); the tick runs on `default`.
+CENSUS_NMS = {
+    # Seconds between two scheduler ticks (the beat job; `manage.py nms_tick --loop` too).
+    "TICK_SECONDS": env.int("CENSUS_NMS_TICK_SECONDS", default=5),
+    # Devices claimed per statement; a tick claims batch after batch until nothing is due or
+    # TICK_SECONDS have passed, so 10,000 devices falling due together never make one huge claim.
+    "TICK_BATCH": env.int("CENSUS_NMS_TICK_BATCH", default=5000),
+    # fping: binary, initial per-target timeout (ms), retries, gap between packets (ms), backoff.
+    "FPING_PATH": env.str("CENSUS_NMS_FPING_PATH", default="fping"),
+    "FPING_TIMEOUT_MS": env.int("CENSUS_NMS_FPING_TIMEOUT_MS", default=500),
+    "FPING_RETRIES": env.int("CENSUS_NMS_FPING_RETRIES", default=1),
+    "FPING_INTERVAL_MS": env.float("CENSUS_NMS_FPING_INTERVAL_MS", default=1.0),
+    "FPING_BACKOFF": env.float("CENSUS_NMS_FPING_BACKOFF", default=1.5),
+    # Health monitor: THRESHOLD failures, each within WINDOW seconds of the previous one,
+    # deactivate a device.
+    "FAILURE_WINDOW_SECONDS": env.int("CENSUS_NMS_FAILURE_WINDOW_SECONDS", default=300),
+    "FAILURE_THRESHOLD": env.int("CENSUS_NMS_FAILURE_THRESHOLD", default=3),
+    # Poller: devices per poll task (one plugin run each), seconds per device, seconds per batch
+    # (0: derived from the other two and PLUGIN_WORKERS), threads inside the WinRM plugin.
+    "POLL_BATCH_SIZE": env.int("CENSUS_NMS_POLL_BATCH_SIZE", default=50),
+    "POLL_DEVICE_TIMEOUT": env.float("CENSUS_NMS_POLL_DEVICE_TIMEOUT", default=20.0),
+    "POLL_BATCH_TIMEOUT": env.float("CENSUS_NMS_POLL_BATCH_TIMEOUT", default=0.0),
+    "PLUGIN_WORKERS": env.int("CENSUS_NMS_PLUGIN_WORKERS", default=16),
+    # (The plugin command of each protocol is CENSUS_NMS_PLUGINS, above.)
+    # Metrics: samples older than this many days are deleted by the retention job (beat, hourly),
+    # at most RETENTION_CHUNK rows per statement.
+    "METRICS_RETENTION_DAYS": env.int("CENSUS_NMS_METRICS_RETENTION_DAYS", default=30),
+    "RETENTION_CHUNK": env.int("CENSUS_NMS_RETENTION_CHUNK", default=10000),
+}
+CELERY_TASK_ROUTES.update({"nms.tasks_monitoring.poll_devices": {"queue": "poll"}})
