@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -430,19 +430,18 @@ def _run_fail(run: DiscoveryRun, reason: str) -> DiscoveryRun:
 
 def discovery_runs_resend(*, older_than_seconds: int = 120) -> list[int]:
     """Send again the runs whose message may have died with the broker: PENDING runs older than
-    `older_than_seconds`, and RUNNING runs with PENDING targets nobody holds. Harmless if the
-    message was not lost (a second delivery only takes what nobody holds)."""
+    `older_than_seconds`, and older RUNNING runs with PENDING targets nobody holds. Harmless if the
+    message was not lost: a second delivery only takes the targets nobody holds."""
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     pending = DiscoveryRun.objects.filter(status=RunStatus.PENDING, created_at__lt=cutoff)
-    ids = list(pending.values_list("pk", flat=True))
-    for run_id in _running_with_unheld_targets(cutoff):
-        ids.append(run_id)
+    ids = [*pending.values_list("pk", flat=True), *_running_with_unheld_targets(cutoff)]
     for run_id in ids:
         _send(run_id)
     return ids
 
 
-def _running_with_unheld_targets(cutoff: datetime) -> Iterator[int]:
+def _running_with_unheld_targets(cutoff: datetime) -> list[int]:
+    found: list[int] = []
     running = DiscoveryRun.objects.filter(status=RunStatus.RUNNING, started_at__lt=cutoff)
     for run_id in running.values_list("pk", flat=True):
         with transaction.atomic():
@@ -452,4 +451,5 @@ def _running_with_unheld_targets(cutoff: datetime) -> Iterator[int]:
                 .values_list("pk", flat=True)[:1]
             )
             if list(unheld):
-                yield run_id
+                found.append(run_id)
+    return found

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,13 @@ from nms.models import (
     DiscoveryRun,
     DiscoveryRunTarget,
 )
-from nms.services.discovery import DiscoveryInvalid, discovery_run_execute, discovery_run_start
+from nms.services.discovery import (
+    DiscoveryInvalid,
+    discovery_run_execute,
+    discovery_run_start,
+    discovery_runs_resend,
+)
+from nms.tasks import run_discovery
 from tests.emulators.wsman import WSManEmulator, hostname_for
 from tests.nms.conftest import HOST_PASSWORD
 
@@ -369,6 +376,30 @@ def test_the_message_on_the_poll_queue_carries_the_run_id_and_no_credential(
             assert all(HOST_PASSWORD.encode() not in item for item in broker.lrange(key, 0, -1))
 
 
+@pytest.mark.django_db
+def test_a_run_whose_message_was_lost_is_sent_again(broker_url: str, make_profile) -> None:
+    # Given a run left PENDING for ten minutes (its message died with the broker), and a fresh one
+    profile = make_profile(port=5985, targets="127.0.0.1")
+    lost = discovery_run_start(profile_id=profile.pk)
+    DiscoveryRun.objects.filter(pk=lost.pk).update(
+        created_at=DiscoveryRun.objects.get(pk=lost.pk).created_at - timedelta(minutes=10)
+    )
+    discovery_run_start(profile_id=profile.pk)
+
+    # When the safety net runs
+    resent = discovery_runs_resend(older_than_seconds=120)
+
+    # Then only the old one was sent again, to the poll queue
+    assert resent == [lost.pk]
+    raw = redis.Redis.from_url(broker_url).lrange("poll", 0, -1)
+    assert [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in raw] == [[lost.pk]]
+
+
+@pytest.mark.django_db
+def test_a_message_for_a_deleted_run_is_dropped_quietly() -> None:
+    assert run_discovery(987654) == "GONE"
+
+
 # --- end to end: API, broker, a real worker ------------------------------------------------------
 WORKER_ENV = {
     "CENSUS_NMS_DISCOVERY_BATCH_SIZE": "8",
@@ -518,8 +549,6 @@ def test_two_workers_and_a_duplicated_message_handle_each_target_once(
 
     # When a run's message is delivered twice (both workers take one)
     run_id = start_run(api, lab["profile"])
-    from nms.tasks import run_discovery
-
     run_discovery.apply_async(args=[run_id])
     run = wait_for_run(run_id)
 
