@@ -20,8 +20,10 @@ operator's ``nms_tick``) from dispatching a device twice for one deadline: a row
 claim is skipped by the other, and a row it already moved no longer matches ``<= now`` (PostgreSQL
 re-checks the locking subquery's WHERE against the new row version).
 
-New deadlines keep each device's phase: ``old + k * interval``, the first such time after now, so a
-late tick does not shift the device's grid. A device never polled yet (``last_poll_at`` NULL, e.g.
+New deadlines keep each device's phase: ``old + k * interval``, the first such time more than half
+an interval after now, so a late tick does not shift the device's grid, and a device claimed very
+late (after an outage) skips the grid point that would come right after this claim instead of
+being polled twice in a row (the poll's own guard wants half an interval between two polls too). A device never polled yet (``last_poll_at`` NULL, e.g.
 thousands provisioned together, all due at once) gets ``now + interval * (1 + f)`` with ``f`` in
 [0, 1) spread by its id (golden-ratio sequence): the herd is polled once together, then spreads
 over one interval and stays spread.
@@ -67,7 +69,7 @@ UPDATE nms_device AS d SET next_deadline = CASE
     ELSE
         d.next_deadline + make_interval(secs => GREATEST(d.polling_interval_seconds, 1)
             * (floor(extract(epoch FROM (%(now)s - d.next_deadline))
-                     / GREATEST(d.polling_interval_seconds, 1)) + 1))
+                     / GREATEST(d.polling_interval_seconds, 1) + 0.5) + 1))
     END
 FROM due
 WHERE d.id = due.id AND d.status = %(active)s AND d.next_deadline <= %(now)s

@@ -65,21 +65,27 @@ def test_only_active_devices_past_their_deadline_are_claimed(make_devices):
 def test_new_deadlines_keep_each_devices_phase(make_devices):
     now = timezone.now().replace(microsecond=0)
     polled_before = now - timedelta(minutes=5)
-    (late,) = make_devices(
-        ["127.0.0.1"],
-        interval=10,
-        next_deadline=now - timedelta(seconds=25),
-        last_poll_at=polled_before,
-    )
-    (on_time,) = make_devices(
-        ["127.0.0.2"], interval=60, next_deadline=now, last_poll_at=polled_before
-    )
+
+    def device(ip: str, interval: int, late: float) -> Device:
+        (made,) = make_devices(
+            [ip],
+            interval=interval,
+            next_deadline=now - timedelta(seconds=late),
+            last_poll_at=polled_before,
+        )
+        return made
+
+    on_time = device("127.0.0.1", 60, 0)
+    late = device("127.0.0.2", 10, 22)
+    very_late = device("127.0.0.3", 10, 27)
     due_devices_claim(now=now)
-    late.refresh_from_db()
-    on_time.refresh_from_db()
-    # 25 s late on a 10 s grid: the next point of the same grid after now is +5 s
-    assert late.next_deadline == now + timedelta(seconds=5)
+    for made in (on_time, late, very_late):
+        made.refresh_from_db()
     assert on_time.next_deadline == now + timedelta(seconds=60)
+    # 22 s late on a 10 s grid: the next point of the same grid is +8 s
+    assert late.next_deadline == now + timedelta(seconds=8)
+    # 27 s late: +3 s would poll it again at once, so the point after that, +13 s
+    assert very_late.next_deadline == now + timedelta(seconds=13)
 
 
 @pytest.mark.django_db
