@@ -1,0 +1,1042 @@
+"""Enumeration benchmarks on PostgreSQL with real `celery worker` processes (docs/benchmarks.md).
+
+    .venv/bin/python -m benchmarks.enumeration all                 # the three, full sizes
+    .venv/bin/python -m benchmarks.enumeration throughput --dirs 200 --files-per-dir 100
+    .venv/bin/python -m benchmarks.enumeration rss --big-dir-files 20000
+    .venv/bin/python -m benchmarks.enumeration recovery --rerun-reference
+    .venv/bin/python -m benchmarks.enumeration profile --dirs 2000  # py-spy on workers + cProfile
+
+throughput  two workers enumerate DIRS x FILES_PER_DIR files; compared with the floor in the same
+            run (`find -printf | psql \\copy` into a plain table). Target: >= 0.5x the floor.
+rss         one `-P solo` worker lists one directory of BIG_DIR_FILES files; its VmHWM.
+            Target: <= 150 MB.
+recovery    both workers are SIGKILLed (whole process groups) once half the files are found, and
+            two fresh ones started. Target: <= 1.15x the uninterrupted run.
+profile     not a measurement: py-spy on both workers of a run, then the engine in this process
+            under cProfile (statements and transactions per directory).
+
+This process plays beat: it runs the Reaper every second while it follows a session. The
+database (default census_bench) is created and migrated when needed and its enumeration tables
+are emptied before every run; the Redis database (default 12) is flushed before every run.
+Generated trees live under --base (default /tmp/census-bench) and are reused when present.
+
+Every figure is printed with the load average beside it. The exit status is non-zero only on an
+error: a run that did not finish, or an output that does not match the tree. A missed target is
+a FAIL line, not an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime as dt
+import io
+import json
+import os
+import platform
+import pstats
+import re
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/census_bench"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/12"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+THROUGHPUT_TARGET = 0.5  # Census files/s >= this x the floor's
+RSS_TARGET_BYTES = 150_000_000  # 150 MB
+RECOVERY_TARGET = 1.15  # interrupted total <= this x the uninterrupted run
+
+
+class BenchError(Exception):
+    """The benchmark could not produce a trustworthy figure."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def load_average() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# --- trees -------------------------------------------------------------------------------------
+@dataclass
+class Tree:
+    root: Path
+    directories: int  # below the root (the root is the target, not a found object)
+    files: int
+
+    @property
+    def entries(self) -> int:
+        return self.directories + self.files
+
+
+def _create_files(directory: str, count: int) -> None:
+    width = max(3, len(str(count - 1)))
+    for j in range(count):
+        fd = os.open(
+            os.path.join(directory, f"f{j:0{width}d}.dat"), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+        )
+        if j % 7:
+            os.write(fd, b"x" * (j % 7))
+        os.close(fd)
+
+
+def _materialise(base: Path, name: str, layout: dict, build) -> Path:
+    """Build a tree once (into NAME.partial, then renamed) and reuse it while its layout matches."""
+    root = base / name
+    marker = base / f"{name}.layout.json"
+    if root.exists():
+        if marker.exists() and json.loads(marker.read_text()) == layout:
+            say(f"reusing {root} ({layout})")
+            return root
+        raise BenchError(f"{root} exists but not with layout {layout}: remove it first")
+    base.mkdir(parents=True, exist_ok=True)
+    partial = base / f"{name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    say(f"generating {root} ({layout}) ...")
+    started = time.monotonic()
+    partial.mkdir()
+    build(str(partial))
+    os.rename(partial, root)
+    marker.write_text(json.dumps(layout))
+    say(f"generated in {time.monotonic() - started:.1f}s")
+    return root
+
+
+def tree_ensure(base: Path, dirs: int, files_per_dir: int) -> Path:
+    """DIRS directories directly under the root, FILES_PER_DIR files in each; ASCII names."""
+    name = "tree-1m" if (dirs, files_per_dir) == (10_000, 100) else f"tree-{dirs}x{files_per_dir}"
+    width = max(5, len(str(dirs - 1)))
+
+    def build(root: str) -> None:
+        for i in range(dirs):
+            directory = os.path.join(root, f"d{i:0{width}d}")
+            os.mkdir(directory)
+            _create_files(directory, files_per_dir)
+
+    layout = {"directories": dirs, "files_per_directory": files_per_dir, "version": 1}
+    return _materialise(base, name, layout, build)
+
+
+def big_dir_ensure(base: Path, files: int) -> Path:
+    """One directory holding FILES files and nothing else."""
+    layout = {"directories": 0, "files": files, "version": 1}
+    return _materialise(base, f"bigdir-{files}", layout, lambda root: _create_files(root, files))
+
+
+def tree_count(root: Path) -> Tree:
+    """The ground truth: every entry below the root, without following symlinks."""
+    directories = files = 0
+    stack = [os.fsencode(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    directories += 1
+                    stack.append(entry.path)
+                else:
+                    files += 1
+    return Tree(root, directories, files)
+
+
+# --- processes ---------------------------------------------------------------------------------
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of one process (not its children)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def memory_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+class Worker:
+    """A real `celery worker` in a process group of its own, logging to a file."""
+
+    def __init__(
+        self, name: str, env: dict[str, str], logdir: Path, *, solo: bool = False, cwd: Path = REPO
+    ):
+        self.name = name
+        self.log = logdir / f"{name}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "enumerate,default",
+            "-c",
+            "1",
+            *(["-P", "solo"] if solo else []),
+            "-n",
+            f"{name}@census-bench",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
+        ]
+        self._log_file = open(self.log, "wb")  # noqa: SIM115  (closed in stop())
+        self.proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise BenchError(f"worker {self.name} exited; see {self.log}")
+        return b" ready." in self.log.read_bytes()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise BenchError(f"worker {self.name} not ready after {timeout}s; see {self.log}")
+            time.sleep(0.1)
+
+    def pids(self) -> list[int]:
+        return process_group(self.proc.pid) if self.proc.poll() is None else []
+
+    def pool_children(self) -> list[int]:
+        return [pid for pid in self.pids() if pid != self.proc.pid]
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: parent and pool child, a machine that died."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        self._log_file.close()
+
+
+class CpuMeter:
+    """CPU seconds spent in a window by the workers and by PostgreSQL's backends of our database.
+
+    Sampled every second while a session is followed (and just before a kill), so a process that
+    ends in the window counts up to its last sample.
+    """
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.baseline: dict[tuple[str, int], float] = {}
+        self.last: dict[tuple[str, int], float] = {}
+        self.rusage_start = resource.getrusage(resource.RUSAGE_SELF)
+        self._sample(baseline=True)
+
+    def _backend_pids(self) -> list[int]:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def _sample(self, baseline: bool = False) -> None:
+        groups = {"workers": [p for w in self.workers for p in w.pids()]}
+        groups["postgres"] = self._backend_pids()
+        for label, pids in groups.items():
+            for pid in pids:
+                cpu = process_cpu(pid)
+                if cpu is None:
+                    continue
+                key = (label, pid)
+                if key not in self.baseline:
+                    self.baseline[key] = cpu if baseline else 0.0
+                self.last[key] = cpu
+
+    sample = _sample
+
+    def totals(self) -> dict[str, float]:
+        out = Counter()
+        for key, cpu in self.last.items():
+            out[key[0]] += cpu - self.baseline[key]
+        now = resource.getrusage(resource.RUSAGE_SELF)
+        out["benchmark"] = (now.ru_utime + now.ru_stime) - (
+            self.rusage_start.ru_utime + self.rusage_start.ru_stime
+        )
+        return {k: round(v, 1) for k, v in out.items()}
+
+
+# --- database and broker -----------------------------------------------------------------------
+def configure(args: argparse.Namespace) -> None:
+    """Point this process at the benchmark database and broker, then start Django."""
+    os.environ["DATABASE_URL"] = args.database_url
+    os.environ["CELERY_BROKER_URL"] = args.broker_url
+    os.environ.setdefault("SECRET_KEY", "bench")
+    os.environ.setdefault("LOG_FORMAT", "text")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.pop("CENSUS_TEST_PAUSE_LISTING", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    # The Reaper here uses the workers' lease, as beat would with the same environment.
+    settings.CENSUS = {**settings.CENSUS, "LEASE_SECONDS": args.lease}
+
+
+def worker_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "CELERY_BROKER_URL": args.broker_url,
+        "CENSUS_LEASE_SECONDS": str(args.lease),
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("CENSUS_TEST_PAUSE_LISTING", None)
+    for item in args.worker_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def database_prepare(args: argparse.Namespace) -> None:
+    """Create the database when it is missing, and migrate it."""
+    from django.core.management import call_command
+
+    url = args.database_url
+    name = url.rsplit("/", 1)[1]
+    server = url.rsplit("/", 1)[0] + "/postgres"
+    exists = subprocess.run(
+        ["psql", "-X", "-Atq", server, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not exists:
+        say(f"creating database {name}")
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", name], check=True)
+    call_command("migrate", verbosity=0)
+
+
+def reset(args: argparse.Namespace) -> None:
+    """Empty the enumeration tables and the broker's database: every run starts from nothing."""
+    import redis
+    from django.apps import apps
+    from django.db import connection
+
+    tables = [m._meta.db_table for m in apps.get_app_config("enumeration").get_models()]
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        cursor.execute("CHECKPOINT")  # no checkpoint of the previous run's writes inside this one
+    redis.Redis.from_url(args.broker_url).flushdb()
+
+
+def pg_stats() -> dict[str, int]:
+    """This database's cumulative counters (flushed by backends at most every second)."""
+    from django.db import connection
+
+    connection.close()
+    time.sleep(1.5)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+        row = cursor.fetchone()
+    keys = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted", "wal")
+    return dict(zip(keys, row, strict=True))
+
+
+def wal_position() -> int:
+    """Bytes of WAL the whole cluster has written so far (other databases' writes included)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+        return cursor.fetchone()[0]
+
+
+# --- following a session -----------------------------------------------------------------------
+class StatementCounter:
+    """Counts this process's own SQL statements (the poller and the Reaper)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def follow(session_id, *, timeout: float, meter: CpuMeter, on_tick=None):
+    """Poll the session every 0.1 s until it is no longer active; run the Reaper every second."""
+    from enumeration.models import SessionState
+    from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+    from enumeration.services.sessions import tasks_reap
+
+    deadline = time.monotonic() + timeout
+    last_reap = time.monotonic()
+    while True:
+        session = SessionState.objects.get(pk=session_id)
+        if session.status not in ACTIVE_SESSION_STATUSES:
+            return session
+        if on_tick:
+            on_tick(session)
+        now = time.monotonic()
+        if now > deadline:
+            raise BenchError(f"session still {session.status} after {timeout}s")
+        if now - last_reap >= 1:
+            tasks_reap()
+            meter.sample()
+            last_reap = now
+        time.sleep(0.1)
+
+
+def verify(session, tree: Tree) -> list[str]:
+    """The session's output against the ground truth. Returns the problems found."""
+    from django.db import connection
+    from django.db.models import Count
+
+    from enumeration.choices import SessionStatus
+    from enumeration.models import Batch, StagedOutputRecord, TaskOutputRecord
+
+    problems = []
+    if session.status != SessionStatus.COMPLETED:
+        problems.append(f"session ended {session.status}: {session.failure_reason}")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), count(DISTINCT object_key) FROM {TaskOutputRecord._meta.db_table} "
+            "WHERE session_id = %s",
+            [session.pk],
+        )
+        records, distinct = cursor.fetchone()
+    by_type = Counter(
+        dict(
+            TaskOutputRecord.objects.filter(session=session)
+            .values_list("record_type")
+            .annotate(n=Count("pk"))
+        )
+    )
+    checks = [
+        ("output records", records, tree.entries),
+        ("distinct keys", distinct, tree.entries),
+        ("FILE records", by_type.get("FILE", 0), tree.files),
+        ("DIRECTORY records", by_type.get("DIRECTORY", 0), tree.directories),
+        ("session files_found", session.files_found, tree.files),
+        ("session directories_found", session.directories_found, tree.directories),
+        (
+            "batches (one per directory and the root)",
+            Batch.objects.filter(session=session).count(),
+            tree.directories + 1,
+        ),
+        ("staged rows left", StagedOutputRecord.objects.filter(session=session).count(), 0),
+    ]
+    for what, got, want in checks:
+        if got != want:
+            problems.append(f"{what}: {got:,}, expected {want:,}")
+    say(
+        f"  verified: {records:,} output records ({by_type.get('FILE', 0):,} files + "
+        f"{by_type.get('DIRECTORY', 0):,} directories; ground truth {tree.files:,} + "
+        f"{tree.directories:,} = {tree.entries:,}), {distinct:,} distinct keys"
+        + ("" if not problems else f"; PROBLEMS: {problems}")
+    )
+    return problems
+
+
+@dataclass
+class RunResult:
+    label: str
+    seconds: float
+    files: int
+    entries: int
+    files_per_s: float
+    load_before: str
+    load_after: str
+    cpu_seconds: dict[str, float]
+    pg: dict[str, int]
+    own_statements: int
+    events: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, int] = field(default_factory=dict)
+    session_db_seconds: float = 0.0
+
+
+def census_run(
+    args: argparse.Namespace,
+    tree: Tree,
+    label: str,
+    *,
+    workers: int = 2,
+    solo: bool = False,
+    kill_at: float | None = None,
+    py_spy_dir: Path | None = None,
+) -> RunResult:
+    """One session from enumerate_target() to its end, with real workers; verified."""
+    from django.db import connection
+
+    from enumeration.services.sessions import enumerate_target
+
+    reset(args)
+    logdir = args.base / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    env = worker_env(args)
+    started: list[Worker] = []
+    spies: list[subprocess.Popen] = []
+
+    def spawn(name: str) -> Worker:
+        return Worker(name, env, logdir, solo=solo, cwd=args.worker_repo)
+
+    try:
+        for i in range(1, workers + 1):
+            started.append(spawn(f"{label}-w{i}"))
+        for w in started:
+            w.wait_ready()
+        time.sleep(2)  # let the start-up's resume_active_sessions message go by
+        idle = memory_status(started[0].pid) if solo else {}
+        if py_spy_dir is not None:
+            spies = py_spy_start(started, py_spy_dir, label)
+        pg_before = pg_stats()
+        meter = CpuMeter(started)
+        events: dict[str, float] = {}
+        counter = StatementCounter()
+        load_before = load_average()
+        t0 = time.monotonic()
+
+        def on_tick(session) -> None:
+            if kill_at is None or "killed" in events:
+                fresh = started[-workers:]
+                if (
+                    "killed" in events
+                    and "fresh_ready" not in events
+                    and all(w.ready() for w in fresh)
+                ):
+                    events["fresh_ready"] = round(time.monotonic() - t0, 2)
+                return
+            if session.files_found >= kill_at * tree.files:
+                meter.sample()
+                for w in started:
+                    w.kill()
+                events["killed"] = round(time.monotonic() - t0, 2)
+                events["files_found_at_kill"] = session.files_found
+                say(
+                    f"  SIGKILL to both workers' process groups at {events['killed']}s "
+                    f"({session.files_found:,} files found); starting two fresh workers"
+                )
+                for i in range(1, workers + 1):
+                    started.append(spawn(f"{label}-fresh{i}"))
+                meter.workers = started
+
+        with connection.execute_wrapper(counter):
+            session = enumerate_target(path=str(tree.root))
+            session = follow(session.pk, timeout=args.timeout, meter=meter, on_tick=on_tick)
+        seconds = time.monotonic() - t0
+        load_after = load_average()
+        meter.sample()
+        memory = {}
+        if solo:
+            memory = {f"idle_{k}": v for k, v in idle.items()}
+            memory.update({f"after_{k}": v for k, v in memory_status(started[0].pid).items()})
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=60)
+        for w in started:
+            w.stop()
+        pg_after = pg_stats()
+        problems = verify(session, tree)
+        if problems:
+            raise BenchError(f"{label}: the output does not match the tree: {problems}")
+        if "killed" in events:
+            requeued = sum(
+                w.log.read_bytes().count(b"'completed'") for w in started[-workers:]
+            )  # tasks finished by the fresh workers
+            events["tasks_completed_by_fresh_workers"] = requeued
+        return RunResult(
+            label=label,
+            seconds=round(seconds, 2),
+            files=tree.files,
+            entries=tree.entries,
+            files_per_s=round(tree.files / seconds),
+            load_before=load_before,
+            load_after=load_after,
+            cpu_seconds=meter.totals(),
+            pg={k: pg_after[k] - pg_before[k] for k in pg_after},
+            own_statements=counter.count,
+            events=events,
+            memory=memory,
+            session_db_seconds=round(
+                (session.completed_at - session.created_at).total_seconds(), 2
+            ),
+        )
+    finally:
+        for spy in spies:
+            if spy.poll() is None:
+                spy.kill()
+        for w in started:
+            w.stop()
+
+
+def describe(run: RunResult) -> None:
+    cpu = run.cpu_seconds
+    say(
+        f"  {run.label}: {run.files:,} files ({run.entries:,} entries) in {run.seconds:.1f}s = "
+        f"{run.files_per_s:,} files/s  [load {run.load_before} -> {run.load_after}]"
+    )
+    say(
+        f"  CPU seconds: workers {cpu.get('workers', 0)}, PostgreSQL backends "
+        f"{cpu.get('postgres', 0)}, this process {cpu.get('benchmark', 0)} "
+        f"(wall {run.seconds:.1f}s x 2 cores = {2 * run.seconds:.0f} core-s)"
+    )
+    say(
+        f"  PostgreSQL: {run.pg['xact_commit']:,} commits, {run.pg['tup_inserted']:,} rows "
+        f"inserted, {run.pg['tup_updated']:,} updated, {run.pg['tup_deleted']:,} deleted, "
+        f"{run.pg['wal'] / 1e6:,.0f} MB of WAL (cluster-wide) = "
+        f"{run.pg['wal'] / run.entries:,.0f} bytes per entry "
+        f"(this process's own statements: {run.own_statements:,})"
+    )
+
+
+# --- the floor ---------------------------------------------------------------------------------
+def floor_run(args: argparse.Namespace, tree: Tree) -> dict:
+    """`find -printf` piped into `psql \\copy` into a plain table made fresh for the run."""
+    psql = ["psql", "-X", "-v", "ON_ERROR_STOP=1", args.database_url]
+    subprocess.run(
+        [
+            *psql,
+            "-q",
+            "-c",
+            "SET client_min_messages = warning; DROP TABLE IF EXISTS bench_floor; "
+            "CREATE TABLE bench_floor (path text, size bigint, mtime double precision)",
+        ],
+        check=True,
+    )
+    pipeline = (
+        f"find {shlex.quote(str(tree.root))} -printf '%p\\t%s\\t%T@\\n' | "
+        f"{shlex.join(psql)} -c " + shlex.quote("\\copy bench_floor(path,size,mtime) FROM STDIN")
+    )
+    load_before = load_average()
+    wal_before = wal_position()
+    t0 = time.monotonic()
+    out = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True, check=True
+    )
+    seconds = time.monotonic() - t0
+    load_after = load_average()
+    wal = wal_position() - wal_before
+    match = re.search(r"COPY (\d+)", out.stdout)
+    rows = int(match.group(1)) if match else -1
+    if rows != tree.entries + 1:  # find prints the root too
+        raise BenchError(f"floor copied {rows} rows, expected {tree.entries + 1}: {out.stderr}")
+    subprocess.run([*psql, "-q", "-c", "DROP TABLE bench_floor"], check=True)
+    result = {
+        "command": pipeline,
+        "seconds": round(seconds, 2),
+        "rows": rows,
+        "files_per_s": round(tree.files / seconds),
+        "load_before": load_before,
+        "load_after": load_after,
+        "wal": wal,
+    }
+    say(
+        f"  floor: {rows:,} rows ({tree.files:,} files) in {seconds:.2f}s = "
+        f"{result['files_per_s']:,} files/s, {wal / 1e6:,.0f} MB of WAL (cluster-wide) "
+        f"[load {load_before} -> {load_after}]"
+    )
+    return result
+
+
+# --- profiling ---------------------------------------------------------------------------------
+def py_spy_start(workers: list[Worker], outdir: Path, label: str) -> list[subprocess.Popen]:
+    """py-spy (raw collapsed stacks, idle included) on each worker's process doing the work."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise BenchError(f"{py_spy} not found: `.venv/bin/pip install py-spy` (not a requirement)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for w in workers:
+        for pid in w.pool_children() or [w.pid]:
+            spies.append(
+                subprocess.Popen(
+                    [
+                        str(py_spy),
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--rate",
+                        "100",
+                        "--idle",
+                        "--nonblocking",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(outdir / f"{label}-{w.name}-{pid}.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+    time.sleep(1)
+    return spies
+
+
+# Where a worker's wall time goes, by the innermost Python frame of each sample (first match).
+# py-spy names frames "Class.function (path:line)"; the caller decides between the SQL kinds.
+def _categorise(stack: str, leaf: str, copy_leaves: tuple[str, ...]) -> str:
+    if any(s in leaf for s in ("billiard/connection.py", "kombu/", "/selectors.py")):
+        return "idle: waiting for a message"
+    if "pipeline_advance" in stack:
+        return "Pipeliner after the task (its SQL and Python)"
+    if "._commit (" in leaf:
+        return "COMMIT round trips (WAL flush)"
+    if leaf.endswith(copy_leaves):
+        return "COPY round trips"
+    if "._execute (" in leaf or "DatabaseErrorWrapper" in leaf:
+        return "other SQL statement round trips"
+    if "list_unit" in stack:
+        return "listing: scandir, stat, hashing, Entry"
+    if leaf.startswith(("_copy_rows ", "_csv_into ")):
+        return "building the COPY text"
+    return "other Python (ORM, engine, Celery, logging)"
+
+
+def py_spy_summary(outdir: Path, label: str, repo: Path) -> dict:
+    """Categories of wall time and the busiest engine functions over every worker's samples."""
+    engine = repo / "enumeration" / "services" / "engine.py"
+    copy_leaves = tuple(
+        f"(enumeration/services/engine.py:{n})"
+        for n, line in enumerate(engine.read_text().splitlines(), 1)
+        if "copy_expert" in line
+    )
+    categories: Counter = Counter()
+    inclusive: Counter = Counter()
+    total = 0
+    for path in sorted(outdir.glob(f"{label}-*.txt")):
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+            if not frames:
+                continue
+            n = int(count)
+            total += n
+            categories[_categorise(stack, frames[-1], copy_leaves)] += n
+            for function in {f.rsplit(":", 1)[0] + ")" for f in frames}:
+                inclusive[function] += n
+    if not total:
+        raise BenchError(f"py-spy recorded nothing in {outdir}")
+    share = {k: round(100 * v / total, 1) for k, v in categories.most_common()}
+    say(f"  py-spy: {total:,} samples over the workers (wall time, idle included)")
+    for name, pct in share.items():
+        say(f"    {pct:5.1f}%  {name}")
+    top = [
+        (k, round(100 * v / total, 1))
+        for k, v in inclusive.most_common()
+        if "(enumeration/" in k or "(django/db/" in k
+    ][:20]
+    say("  engine and Django DB functions (inclusive share of samples):")
+    for name, pct in top:
+        say(f"    {pct:5.1f}%  {name}")
+    return {"samples": total, "categories": share, "inclusive_top": top}
+
+
+def cprofile_run(args: argparse.Namespace, tree: Tree) -> dict:
+    """The engine in this process (the embedded default's loop) under cProfile: calls per unit."""
+    from enumeration.services.inprocess import session_drain
+    from enumeration.services.sessions import enumerate_target
+
+    reset(args)
+    before = pg_stats()
+    load_before = load_average()
+    profiler = cProfile.Profile()
+    t0 = time.monotonic()
+    session = enumerate_target(path=str(tree.root))
+    profiler.enable()
+    session = session_drain(session_id=session.pk, idle_sleep=0.1)
+    profiler.disable()
+    seconds = time.monotonic() - t0
+    load_after = load_average()
+    after = pg_stats()
+    problems = verify(session, tree)
+    if problems:
+        raise BenchError(f"cProfile run: the output does not match the tree: {problems}")
+    stats = pstats.Stats(profiler)
+    calls = Counter()
+    for (filename, _, name), (_, ncalls, *_rest) in stats.stats.items():
+        if "psycopg2" in name or filename == "~":
+            for key in ("execute", "copy_expert", "commit"):
+                if f"'{key}' of 'psycopg2" in name:
+                    calls[key] += ncalls
+    units = tree.directories + 1
+    commits = after["xact_commit"] - before["xact_commit"]
+    result = {
+        "seconds": round(seconds, 2),
+        "files_per_s": round(tree.files / seconds),
+        "load_before": load_before,
+        "load_after": load_after,
+        "units": units,
+        "transactions_per_unit": round(commits / units, 2),
+        "statements_per_unit": round((calls["execute"] + calls["copy_expert"]) / units, 2),
+        "copy_per_unit": round(calls["copy_expert"] / units, 2),
+        "explicit_commits_per_unit": round(calls["commit"] / units, 2),
+    }
+    say(
+        f"  cProfile (one process, no Celery): {tree.files:,} files in {seconds:.1f}s = "
+        f"{result['files_per_s']:,} files/s under the profiler  [load {load_before} -> "
+        f"{load_after}]"
+    )
+    say(
+        f"  per directory: {result['transactions_per_unit']} transactions (pg_stat_database), "
+        f"{result['statements_per_unit']} statements incl. {result['copy_per_unit']} COPY "
+        f"(psycopg2 calls), {result['explicit_commits_per_unit']} explicit COMMITs"
+    )
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
+    dump = args.base / "profile" / "cprofile.txt"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    dump.write_text(text.getvalue())
+    profiler.dump_stats(str(dump.with_suffix(".prof")))
+    lines = [ln for ln in text.getvalue().splitlines() if re.match(r"\s+\d", ln)][:12]
+    say("  top functions by own time (ncalls tottime percall cumtime percall function):")
+    for ln in lines:
+        say(f"    {ln.strip()}")
+    result["top_tottime"] = lines
+    return result
+
+
+# --- the benchmarks ----------------------------------------------------------------------------
+def bench_throughput(args: argparse.Namespace, results: dict) -> None:
+    say(f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, two workers ==")
+    tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
+    say(
+        f"  ground truth (os.scandir walk): {tree.files:,} files + {tree.directories:,} directories"
+    )
+    floor = floor_run(args, tree)
+    run = census_run(args, tree, "throughput")
+    describe(run)
+    ratio = run.files_per_s / floor["files_per_s"]
+    ok = ratio >= THROUGHPUT_TARGET
+    say(f"  ratio Census/floor = {ratio:.3f} (target >= {THROUGHPUT_TARGET}): {verdict(ok)}")
+    results["throughput"] = {
+        "floor": floor,
+        "census": asdict(run),
+        "ratio": round(ratio, 3),
+        "verdict": verdict(ok),
+    }
+
+
+def bench_rss(args: argparse.Namespace, results: dict) -> None:
+    say(f"\n== peak RSS: one -P solo worker lists one directory of {args.big_dir_files:,} files ==")
+    tree = tree_count(big_dir_ensure(args.base, args.big_dir_files))
+    run = census_run(args, tree, "rss", workers=1, solo=True)
+    describe(run)
+    peak = run.memory["after_VmHWM"]
+    idle = run.memory["idle_VmRSS"]
+    ok = peak <= RSS_TARGET_BYTES
+    say(
+        f"  idle worker VmRSS {idle / 1e6:.1f} MB (VmHWM {run.memory['idle_VmHWM'] / 1e6:.1f} MB);"
+        f" peak VmHWM after the listing {peak / 1e6:.1f} MB ({peak / 2**20:.1f} MiB)"
+        f" (target <= {RSS_TARGET_BYTES / 1e6:.0f} MB): {verdict(ok)}"
+    )
+    results["rss"] = {"run": asdict(run), "verdict": verdict(ok)}
+
+
+def bench_recovery(args: argparse.Namespace, results: dict) -> None:
+    say(
+        f"\n== recovery: SIGKILL both workers at {args.kill_at:.0%} of the files, two fresh ones "
+        f"(lease {args.lease}s) =="
+    )
+    tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
+    if args.reference_seconds:
+        reference = {"seconds": args.reference_seconds, "source": "--reference-seconds"}
+    elif "throughput" in results and not args.rerun_reference:
+        run1 = results["throughput"]["census"]
+        reference = {"seconds": run1["seconds"], "source": "the throughput run (run 1)"}
+    else:
+        ref = census_run(args, tree, "reference")
+        describe(ref)
+        reference = {"seconds": ref.seconds, "source": "an uninterrupted run just before"}
+        reference["run"] = asdict(ref)
+    run = census_run(args, tree, "recovery", kill_at=args.kill_at)
+    describe(run)
+    ratio = run.seconds / reference["seconds"]
+    ok = ratio <= RECOVERY_TARGET
+    say(
+        f"  killed at {run.events['killed']}s, fresh workers ready at "
+        f"{run.events.get('fresh_ready', '?')}s; total {run.seconds:.1f}s vs uninterrupted "
+        f"{reference['seconds']:.1f}s ({reference['source']}) = {ratio:.3f}x "
+        f"(target <= {RECOVERY_TARGET}): {verdict(ok)}"
+    )
+    if "throughput" in results and reference["source"] != "the throughput run (run 1)":
+        run1 = results["throughput"]["census"]["seconds"]
+        say(f"  (against run 1's {run1:.1f}s instead: {run.seconds / run1:.3f}x)")
+    results["recovery"] = {
+        "reference": reference,
+        "run": asdict(run),
+        "ratio": round(ratio, 3),
+        "verdict": verdict(ok),
+    }
+
+
+def bench_profile(args: argparse.Namespace, results: dict) -> None:
+    say(f"\n== profile (not a measurement): {args.dirs:,} x {args.files_per_dir} ==")
+    tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
+    outdir = args.base / "profile"
+    for old in outdir.glob("profile-*.txt"):
+        old.unlink()
+    run = census_run(args, tree, "profile", py_spy_dir=outdir)
+    describe(run)
+    spy = py_spy_summary(outdir, "profile", args.worker_repo)
+    results["profile"] = {"run": asdict(run), "py_spy": spy, "cprofile": cprofile_run(args, tree)}
+
+
+def code_version(repo: Path) -> str:
+    """The commit the workers run, and whether the engine's files differ from it."""
+    git = ["git", "-C", str(repo)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return f"{repo} (not a git checkout)"
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "enumeration", "config"],
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    changed = [line[3:] for line in dirty if line.strip()]
+    return head.stdout.strip() + (f" + uncommitted {', '.join(changed)}" if changed else "")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.enumeration",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("benchmark", choices=["throughput", "rss", "recovery", "all", "profile"])
+    parser.add_argument("--dirs", type=int, default=10_000, help="directories in the tree")
+    parser.add_argument("--files-per-dir", type=int, default=100, help="files in each directory")
+    parser.add_argument(
+        "--big-dir-files", type=int, default=200_000, help="files in the rss benchmark's directory"
+    )
+    parser.add_argument("--base", type=Path, default=Path("/tmp/census-bench"))
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--broker-url", default=DEFAULT_BROKER_URL)
+    parser.add_argument("--lease", type=int, default=5, help="CENSUS_LEASE_SECONDS everywhere")
+    parser.add_argument("--kill-at", type=float, default=0.5, help="share of files found")
+    parser.add_argument(
+        "--rerun-reference",
+        action="store_true",
+        help="recovery: run an uninterrupted reference right before, even after throughput",
+    )
+    parser.add_argument("--reference-seconds", type=float, help="recovery: a known reference")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per session")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an experiment: extra environment for the workers (e.g. PGOPTIONS=...)",
+    )
+    parser.add_argument(
+        "--worker-repo",
+        type=Path,
+        default=REPO,
+        help="an experiment: run the workers from another checkout (same schema)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure(args)
+    database_prepare(args)
+    results: dict = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "benchmarks.enumeration", *sys.argv[1:]]
+        ),
+        "load_at_start": load_average(),
+        "code": code_version(args.worker_repo),
+    }
+    say(f"{results['date']}  {results['machine']}  load {results['load_at_start']}")
+    say(f"workers run {results['code']}")
+    try:
+        if args.benchmark in ("throughput", "all"):
+            bench_throughput(args, results)
+        if args.benchmark in ("rss", "all"):
+            bench_rss(args, results)
+        if args.benchmark in ("recovery", "all"):
+            bench_recovery(args, results)
+        if args.benchmark == "profile":
+            bench_profile(args, results)
+    except BenchError as exc:
+        say(f"ERROR: {exc}")
+        return 1
+    finally:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+    say("\nsummary:")
+    for name in ("throughput", "rss", "recovery"):
+        if name in results:
+            say(f"  {name}: {results[name]['verdict']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
