@@ -23,10 +23,11 @@ re-checks the locking subquery's WHERE against the new row version).
 New deadlines keep each device's phase: ``old + k * interval``, the first such time more than half
 an interval after now, so a late tick does not shift the device's grid, and a device claimed very
 late (after an outage) skips the grid point that would come right after this claim instead of
-being polled twice in a row (the poll's own guard wants half an interval between two polls too). A device never polled yet (``last_poll_at`` NULL, e.g.
-thousands provisioned together, all due at once) gets ``now + interval * (1 + f)`` with ``f`` in
-[0, 1) spread by its id (golden-ratio sequence): the herd is polled once together, then spreads
-over one interval and stays spread.
+being polled twice in a row (the poll's own guard wants half an interval between two polls too).
+
+A device never polled yet (``last_poll_at`` NULL, e.g. thousands provisioned together, all due at
+once) gets ``now + interval * (1 + f)`` with ``f`` in [0, 1) spread by its id (golden-ratio
+sequence): the herd is polled once together, then spreads over one interval and stays spread.
 
 If fping itself fails (missing binary, raw sockets refused) the tick logs the error and hands every
 device to the poller without an availability check: a broken fping must neither stop monitoring nor

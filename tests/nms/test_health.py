@@ -120,7 +120,7 @@ def test_concurrent_reports_count_exactly_and_deactivate_once(make_devices, nms_
         try:
             barrier.wait()
             device_failure_record(device_id=device.pk, reason="poll")
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as error:  # reported by the assertion below
             errors.append(error)
         finally:
             connection.close()
