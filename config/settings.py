@@ -151,6 +151,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CENSUS = {
     # Entries a connector streams per batch (one staging insert each).
     "LISTING_BATCH_SIZE": env.int("CENSUS_LISTING_BATCH_SIZE", default=500),
+    # Small directories share a commit until it holds this many entries (each stays atomic).
+    "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=2000),
     # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner.
     "PIPELINE_GROUP_SIZE": env.int("CENSUS_PIPELINE_GROUP_SIZE", default=50),
     # Files per CLASSIFICATION task made by the Pipeliner.

@@ -202,12 +202,31 @@ def test_reaper_fails_a_task_past_its_attempt_limit(tmp_path):
     assert TaskOutputRecord.objects.filter(session=session).count() == 1
 
 
-def test_reaper_resends_tasks_left_unclaimed(tmp_path, settings):
+def test_reaper_resends_tasks_left_unclaimed_in_a_session_that_is_not_moving(tmp_path):
+    # Given a task unclaimed for an hour
     session = enumerate_target(path=tmp_path)
-    Task.objects.filter(session=session).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Task.objects.filter(session=session).update(enqueued_at=an_hour_ago)
+    # When its session is still moving, its message is trusted to be queued behind others
+    assert tasks_reap().resent == 0
+    # When its session has not moved for as long, it is sent again, once
+    SessionState.objects.filter(pk=session.pk).update(last_update=an_hour_ago)
     assert tasks_reap().resent == 1
     assert Task.objects.get(session=session).enqueued_at > timezone.now() - timedelta(minutes=1)
     assert tasks_reap().resent == 0
+
+
+def test_worker_start_up_resends_only_what_waited_too_long(tmp_path):
+    from enumeration.services.sessions import sessions_resume_active
+
+    session = enumerate_target(path=tmp_path)
+    assert sessions_resume_active() == 1
+    assert Task.objects.get(session=session).enqueued_at > timezone.now() - timedelta(minutes=1)
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Task.objects.filter(session=session).update(enqueued_at=an_hour_ago)
+    SessionState.objects.filter(pk=session.pk).update(last_update=an_hour_ago)
+    sessions_resume_active()
+    assert Task.objects.get(session=session).enqueued_at > timezone.now() - timedelta(minutes=1)
 
 
 def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_it(tmp_path):

@@ -156,17 +156,17 @@ class SessionState(Timeline):
             and timezone.now() - self.last_update > threshold
         )
 
-    def process_completed_batch(
-        self, *, failed: bool, files: int, directories: int, items: int
+    def process_completed_batches(
+        self, *, batches: int, failed: int, files: int, directories: int, items: int
     ) -> None:
-        """Add one committed unit to the counters, atomically in the database.
+        """Add committed units to the counters, atomically in the database.
 
         Several workers commit units of one session at once, so the counters are moved with
-        ``F()`` expressions rather than read-modify-write. Call inside the unit's transaction.
+        ``F()`` expressions rather than read-modify-write. Call inside the units' transaction.
         """
         SessionState.objects.filter(pk=self.pk).update(
-            total_batches=F("total_batches") + 1,
-            failed_batches=F("failed_batches") + (1 if failed else 0),
+            total_batches=F("total_batches") + batches,
+            failed_batches=F("failed_batches") + failed,
             items_found=F("items_found") + items,
             files_found=F("files_found") + files,
             directories_found=F("directories_found") + directories,

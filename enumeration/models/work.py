@@ -150,10 +150,19 @@ class OutputColumns(models.Model):
     """The columns a found object has, in staging and in the permanent table alike."""
 
     # Indexed by the subclasses' own keys: (session, hash) and (task, ...) lead with these.
+    # No foreign-key constraints in the database on these bulk tables: rows are written by COPY
+    # in the transaction that writes (or holds) their parents, deletes cascade through the ORM,
+    # and the checks cost more per row than the write itself (docs/benchmarks.md).
     session = models.ForeignKey(
-        SessionState, on_delete=models.CASCADE, related_name="+", db_index=False
+        SessionState,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+", db_index=False)
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     record_type = models.CharField(max_length=16, choices=RecordType.choices)
     container = models.TextField()
     object_key = models.TextField()
@@ -170,7 +179,9 @@ class OutputColumns(models.Model):
 class TaskOutputRecord(OutputColumns):
     """What a task found, committed. Unique per session by the object's key hash."""
 
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="records")
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, related_name="records", db_constraint=False
+    )
 
     class Meta:
         db_table = "task_output_records"
@@ -179,7 +190,7 @@ class TaskOutputRecord(OutputColumns):
                 fields=["session", "object_key_hash"], name="output_record_once"
             )
         ]
-        indexes = [models.Index(fields=["batch"]), models.Index(fields=["task"])]
+        indexes = [models.Index(fields=["task"])]
 
     def __str__(self) -> str:
         return self.object_key

@@ -6,7 +6,8 @@
    transaction, so a worker that lost its lease stops writing). A unit interrupted mid-listing
    keeps what it staged and passes those key hashes to the connector as an exclusion set.
 4. Commit the unit: staged rows move to ``task_output_records``, its Batch is written, the
-   session's counters move, staging for the unit is emptied: one transaction.
+   session's counters move, staging for the unit is emptied: one transaction. Small units
+   share that transaction with the next few (a group commit); each is still all or nothing.
 5. Every unit done: empty the task's staging, mark it COMPLETED, run the Pipeliner.
 """
 
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # Shortest time between two Pipeliner runs inside one task (the end of a task always runs it).
 PIPELINE_INTERVAL = 0.5
+# Longest time listed units wait for the commit they share.
+GROUP_COMMIT_SECONDS = 1.0
 
 
 class LeaseLost(Exception):
@@ -124,35 +127,43 @@ _ROW_COLUMNS = (
 )
 
 
+@dataclass
+class _RowGroup:
+    """Entries of one unit, and the value of the table's extra column (unit hash or batch id)."""
+
+    container: str
+    extra: str
+    entries: list[Entry]
+
+
 def _csv_text(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _copy_rows(
-    table: str, task: Task, container: str, entries: list[Entry], extra: tuple[str, str]
-) -> None:
+def _copy_rows(table: str, task: Task, extra_column: str, groups: list[_RowGroup]) -> None:
     """PostgreSQL: COPY entries into ``table`` (CSV; an unquoted empty field is NULL)."""
     buf = io.StringIO()
-    prefix = f"{task.session_id},{task.pk},{_csv_text(container)},"
-    suffix = f",{extra[1]}\n"
-    for e in entries:
-        buf.write(prefix)
-        buf.write(e.record_type)
-        buf.write(",")
-        buf.write(_csv_text(encode_key(e.key)))
-        buf.write(",")
-        buf.write(e.key_hash)
-        buf.write(",")
-        buf.write(_csv_text(encode_key(e.name)))
-        buf.write(",")
-        buf.write("" if e.size is None else str(e.size))
-        buf.write(",")
-        buf.write("" if e.modified_at is None else e.modified_at.isoformat())
-        buf.write(",")
-        buf.write(_csv_text(json.dumps(e.metadata)))
-        buf.write(suffix)
+    for group in groups:
+        prefix = f"{task.session_id},{task.pk},{_csv_text(group.container)},"
+        suffix = f",{group.extra}\n"
+        for e in group.entries:
+            buf.write(prefix)
+            buf.write(e.record_type)
+            buf.write(",")
+            buf.write(_csv_text(encode_key(e.key)))
+            buf.write(",")
+            buf.write(e.key_hash)
+            buf.write(",")
+            buf.write(_csv_text(encode_key(e.name)))
+            buf.write(",")
+            buf.write("" if e.size is None else str(e.size))
+            buf.write(",")
+            buf.write("" if e.modified_at is None else e.modified_at.isoformat())
+            buf.write(",")
+            buf.write(_csv_text(json.dumps(e.metadata)))
+            buf.write(suffix)
     buf.seek(0)
-    columns = ", ".join((*_ROW_COLUMNS, extra[0]))
+    columns = ", ".join((*_ROW_COLUMNS, extra_column))
     with connection.cursor() as cursor:
         cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buf)
 
@@ -160,22 +171,22 @@ def _copy_rows(
 def _write_rows(
     model: type[StagedOutputRecord] | type[TaskOutputRecord],
     task: Task,
-    container: str,
-    entries: list[Entry],
-    extra: tuple[str, str],
+    extra_column: str,
+    groups: list[_RowGroup],
 ) -> None:
     """Bulk-write found entries into staging or the output table. Inside a transaction."""
-    if not entries:
+    groups = [g for g in groups if g.entries]
+    if not groups:
         return
     if connection.vendor == "postgresql":
-        _copy_rows(model._meta.db_table, task, container, entries, extra)
+        _copy_rows(model._meta.db_table, task, extra_column, groups)
         return
     model.objects.bulk_create(
         [
             model(
                 session_id=task.session_id,
                 task_id=task.pk,
-                container=container,
+                container=g.container,
                 record_type=e.record_type,
                 object_key=encode_key(e.key),
                 object_key_hash=e.key_hash,
@@ -183,9 +194,10 @@ def _write_rows(
                 size=e.size,
                 modified_at=e.modified_at,
                 metadata=e.metadata,
-                **{extra[0]: extra[1]},
+                **{extra_column: g.extra},
             )
-            for e in entries
+            for g in groups
+            for e in g.entries
         ]
     )
 
@@ -201,7 +213,9 @@ def _stage(
     """Stage one streamed batch of a unit, in a transaction that proves the lease is ours."""
     with transaction.atomic():
         _heartbeat(task.pk, worker_id, cfg.lease)
-        _write_rows(StagedOutputRecord, task, unit_key, entries, ("unit_hash", unit_hash))
+        _write_rows(
+            StagedOutputRecord, task, "unit_hash", [_RowGroup(unit_key, unit_hash, entries)]
+        )
 
 
 # --- commit ------------------------------------------------------------------------------------
@@ -213,8 +227,30 @@ def _db(value: uuid.UUID) -> object:
 _MOVE_COLUMNS = ", ".join(_ROW_COLUMNS)
 
 
-def _move_staged(task: Task, batch: Batch) -> tuple[dict[str, int], int]:
-    """Move a unit's staged rows into the output table. Returns (staged counts by type, moved)."""
+@dataclass
+class ListedUnit:
+    """A unit listed to its end and not yet committed.
+
+    ``tail`` is its last streamed batch, still in memory; ``staged`` says whether earlier batches
+    went to staging. A unit that fits in one batch (the common case) is never staged: its commit
+    writes it straight to the output table, the same atomic result without the round trip.
+    """
+
+    batch: Batch
+    tail: list[Entry]
+    staged: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.tail)
+
+
+def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
+    """Move a unit's staged rows (and its tail) into the output table; counts by record type."""
+    batch = unit.batch
+    _write_rows(
+        StagedOutputRecord, task, "unit_hash", [_RowGroup(batch.unit, batch.unit_hash, unit.tail)]
+    )
     staged = StagedOutputRecord._meta.db_table
     output = TaskOutputRecord._meta.db_table
     with connection.cursor() as cursor:
@@ -223,8 +259,8 @@ def _move_staged(task: Task, batch: Batch) -> tuple[dict[str, int], int]:
             "WHERE task_id = %s AND unit_hash = %s GROUP BY record_type",
             [_db(task.pk), batch.unit_hash],
         )
-        by_type = dict(cursor.fetchall())
-        batch.mark_successful(sum(by_type.values()))
+        by_type = Counter(dict(cursor.fetchall()))
+        batch.mark_successful(by_type.total())
         batch.save(force_insert=True)
         cursor.execute(
             f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
@@ -239,44 +275,59 @@ def _move_staged(task: Task, batch: Batch) -> tuple[dict[str, int], int]:
             [_db(task.pk), batch.unit_hash],
         )
     if moved != batch.items_processed:
+        # Only a replay of an already committed unit could do this; the unique keys kept it out.
         logger.warning(
             "unit %s: %d staged records were already committed",
             batch.unit,
             batch.items_processed - moved,
         )
-    return by_type, moved
+    return by_type
 
 
-def _commit_unit(
-    task: Task, worker_id: str, cfg: EngineSettings, batch: Batch, tail: list[Entry], staged: bool
-) -> None:
-    """One transaction: the unit's records into ``task_output_records``, its Batch marker, and
-    the session's counters.
+def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[ListedUnit]) -> None:
+    """One transaction for a group of listed units: each unit's records into
+    ``task_output_records``, each unit's Batch marker, and the session's counters.
 
-    ``tail`` is the unit's last streamed batch, still in memory. When nothing of the unit was
-    staged (the whole unit fits in one batch, the common case) it is written straight to the
-    output table: the same atomic result without the round trip through staging.
+    Each unit is still all or nothing; grouping small units only shares the transaction (one
+    lease check, one COPY, one counter update) between them.
     """
+    if not units:
+        return
     with transaction.atomic():
         _heartbeat(task.pk, worker_id, cfg.lease)
-        if batch.status == BatchStatus.FAILED:
-            StagedOutputRecord.objects.filter(task=task, unit_hash=batch.unit_hash).delete()
-            batch.save(force_insert=True)
-            by_type, moved = {}, 0
-        elif staged:
-            _write_rows(StagedOutputRecord, task, batch.unit, tail, ("unit_hash", batch.unit_hash))
-            by_type, moved = _move_staged(task, batch)
-        else:
-            batch.mark_successful(len(tail))
-            batch.save(force_insert=True)
-            _write_rows(TaskOutputRecord, task, batch.unit, tail, ("batch_id", str(_db(batch.pk))))
-            by_type, moved = dict(Counter(e.record_type for e in tail)), len(tail)
-        batch.found_subdirectories = by_type.get(RecordType.DIRECTORY, 0)
-        task.session.process_completed_batch(
-            failed=batch.status == BatchStatus.FAILED,
-            files=by_type.get(RecordType.FILE, 0),
-            directories=by_type.get(RecordType.DIRECTORY, 0),
-            items=moved,
+        totals: Counter[str] = Counter()
+        direct: list[ListedUnit] = []
+        failed = 0
+        for unit in units:
+            batch = unit.batch
+            if batch.status == BatchStatus.FAILED:
+                if unit.staged:
+                    StagedOutputRecord.objects.filter(task=task, unit_hash=batch.unit_hash).delete()
+                failed += 1
+            elif unit.staged:
+                by_type = _move_staged(task, unit)
+                batch.found_subdirectories = by_type[RecordType.DIRECTORY]
+                totals += by_type
+                continue
+            else:
+                by_type = Counter(e.record_type for e in unit.tail)
+                batch.mark_successful(len(unit.tail))
+                batch.found_subdirectories = by_type[RecordType.DIRECTORY]
+                totals += by_type
+            direct.append(unit)
+        Batch.objects.bulk_create([u.batch for u in direct])
+        _write_rows(
+            TaskOutputRecord,
+            task,
+            "batch_id",
+            [_RowGroup(u.batch.unit, str(_db(u.batch.pk)), u.tail) for u in direct],
+        )
+        task.session.process_completed_batches(
+            batches=len(units),
+            failed=failed,
+            files=totals[RecordType.FILE],
+            directories=totals[RecordType.DIRECTORY],
+            items=totals.total(),
         )
 
 
@@ -301,11 +352,14 @@ def _pause_for_tests(cfg: EngineSettings, unit: bytes, batches_staged: int) -> N
     time.sleep(float(seconds))
 
 
-def _process_unit(
+def _list_unit(
     task: Task, worker_id: str, cfg: EngineSettings, unit: bytes, *, maybe_staged: bool = True
-) -> Batch:
-    """List one unit and commit it. ``maybe_staged=False`` says an earlier attempt staged
-    nothing of it, which saves the look-up of what to exclude."""
+) -> ListedUnit:
+    """List one unit to its end, staging every streamed batch but the last.
+
+    ``maybe_staged=False`` says an earlier attempt staged nothing of it, which saves the look-up
+    of what to exclude.
+    """
     unit_key = encode_key(unit)
     unit_hash = key_hash(unit)
     already_staged = (
@@ -323,6 +377,7 @@ def _process_unit(
         unit=unit_key,
         unit_hash=unit_hash,
         items_resumed=len(already_staged),
+        expected_items=len(already_staged),
         checkpoint={"unit": unit_key},
     )
     batch.mark_timeline_started()
@@ -332,8 +387,6 @@ def _process_unit(
         )
     connector = connector_for(task.session.source_type)
     staged_batches = 0
-    # One streamed batch is held back: if it turns out to be the unit's last, it is written in
-    # the commit's own transaction instead of being staged first.
     held: list[Entry] = []
     try:
         for entries in connector.list_unit(
@@ -350,9 +403,16 @@ def _process_unit(
         logger.warning("unit %s could not be listed: %s", unit_key, exc)
         batch.mark_failed(exc)
         held = []
-    batch.expected_items += len(already_staged)
-    _commit_unit(task, worker_id, cfg, batch, held, staged=bool(staged_batches or already_staged))
-    return batch
+    return ListedUnit(batch, held, staged=bool(staged_batches or already_staged))
+
+
+def _process_unit(
+    task: Task, worker_id: str, cfg: EngineSettings, unit: bytes, *, maybe_staged: bool = True
+) -> Batch:
+    """List one unit and commit it alone."""
+    listed = _list_unit(task, worker_id, cfg, unit, maybe_staged=maybe_staged)
+    _commit_units(task, worker_id, cfg, [listed])
+    return listed.batch
 
 
 def _finish_task(task: Task, worker_id: str) -> None:
@@ -399,24 +459,43 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
             else set()
         )
         last_pipelined = time.monotonic()
+        group: list[ListedUnit] = []
+        group_started = 0.0
+
+        def flush() -> None:
+            nonlocal last_pipelined
+            _commit_units(task, worker_id, cfg, group)
+            outcome.units_committed += len(group)
+            found_subdirectories = any(u.batch.found_subdirectories for u in group)
+            group.clear()
+            # Subdirectories are work for other workers: hand them on right after the commit,
+            # at most every PIPELINE_INTERVAL, so idle workers are not kept waiting for the end
+            # of this task. Everything else goes at the end of the task.
+            if found_subdirectories and time.monotonic() - last_pipelined >= PIPELINE_INTERVAL:
+                pipeline_advance(session_id=task.session_id)
+                last_pipelined = time.monotonic()
+
         try:
             for unit in units:
                 if key_hash(unit) in done:
                     outcome.units_skipped += 1
                     continue
-                batch = _process_unit(
-                    task, worker_id, cfg, unit, maybe_staged=key_hash(unit) in interrupted
+                if not group:
+                    group_started = time.monotonic()
+                group.append(
+                    _list_unit(
+                        task, worker_id, cfg, unit, maybe_staged=key_hash(unit) in interrupted
+                    )
                 )
-                outcome.units_committed += 1
-                # Subdirectories are work for other workers: hand them on right after the
-                # commit, at most every PIPELINE_INTERVAL, so idle workers are not kept waiting
-                # for the end of this task. Everything else goes at the end of the task.
+                # Small units share a commit until the group holds GROUP_COMMIT_ENTRIES entries
+                # or GROUP_COMMIT_SECONDS have passed; a staged (large) unit closes the group.
                 if (
-                    batch.found_subdirectories
-                    and time.monotonic() - last_pipelined >= PIPELINE_INTERVAL
+                    group[-1].staged
+                    or sum(u.size for u in group) >= cfg.group_commit_entries
+                    or time.monotonic() - group_started >= GROUP_COMMIT_SECONDS
                 ):
-                    pipeline_advance(session_id=task.session_id)
-                    last_pipelined = time.monotonic()
+                    flush()
+            flush()
             _finish_task(task, worker_id)
         except LeaseLost as exc:
             logger.warning("stopping: %s", exc)

@@ -4,6 +4,7 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -273,21 +274,37 @@ def _retry_failed_units(session: SessionState) -> int:
     return len(units)
 
 
-def _resend_pending(session_id: uuid.UUID) -> int:
+def _waiting_too_long(now: datetime) -> Q:
+    """Pending tasks whose message may be lost: unclaimed past RESEND_AFTER in a session that has
+    not moved for as long. A session that is moving has a queue that is moving: re-sending its
+    backlog would only make duplicates (harmless, but each costs a claim attempt)."""
+    cutoff = now - engine_settings().resend_after
+    return (Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True)) & Q(
+        session__last_update__lt=cutoff
+    )
+
+
+def _resend_pending(session_id: uuid.UUID, *, only_waiting_too_long: bool) -> int:
+    now = timezone.now()
     pending = Task.objects.filter(
         session_id=session_id, kind__in=RUNNABLE_KINDS, status=TaskStatus.PENDING
     )
+    if only_waiting_too_long:
+        pending = pending.filter(_waiting_too_long(now))
     ids = list(pending.values_list("pk", flat=True))
-    pending.update(enqueued_at=timezone.now())
+    Task.objects.filter(pk__in=ids).update(enqueued_at=now)
     tasks_enqueue_on_commit(ids)
     return len(ids)
 
 
-def resume_target(*, session_id: uuid.UUID | str) -> SessionState:
+def resume_target(
+    *, session_id: uuid.UUID | str, only_waiting_too_long: bool = False
+) -> SessionState:
     """Resume a session (seed 000's ResumeTarget). Safe to call on any session, any number of times.
 
-    An active session has its pending tasks sent again (their messages may be lost) and its
-    Pipeliner run; a PARTIALLY_COMPLETED or FAILED one has its failed units retried.
+    An active session has its pending tasks sent again (their messages may be lost; with
+    ``only_waiting_too_long``, just those the Reaper would re-send) and its Pipeliner run; a
+    PARTIALLY_COMPLETED or FAILED one has its failed units retried.
     """
     from enumeration.services.pipeliner import pipeline_advance
 
@@ -300,7 +317,7 @@ def resume_target(*, session_id: uuid.UUID | str) -> SessionState:
             session.mark_in_progress()
             session.save()
             retried = _retry_failed_units(session)
-        resent = _resend_pending(session.pk)
+        resent = _resend_pending(session.pk, only_waiting_too_long=only_waiting_too_long)
     logger.info(
         "session resumed: %d failed units retried, %d pending tasks sent again",
         retried,
@@ -312,12 +329,16 @@ def resume_target(*, session_id: uuid.UUID | str) -> SessionState:
 
 
 def sessions_resume_active() -> int:
-    """The Orchestrator's start-up: resume every active session. Returns how many."""
+    """The Orchestrator's start-up: resume every active session. Returns how many.
+
+    Every worker does this when it starts, so it re-sends only what has waited too long: a
+    worker joining a busy run must not send the whole backlog again.
+    """
     ids = list(
         SessionState.objects.filter(status__in=ACTIVE_SESSION_STATUSES).values_list("pk", flat=True)
     )
     for session_id in ids:
-        resume_target(session_id=session_id)
+        resume_target(session_id=session_id, only_waiting_too_long=True)
     return len(ids)
 
 
@@ -358,7 +379,6 @@ class ReapResult:
 def tasks_reap(*, limit: int = 500) -> ReapResult:
     """The Reaper: requeue tasks whose lease expired, fail those past their attempt limit, and
     re-send tasks left waiting unclaimed too long (their message may have died with the broker)."""
-    cfg = engine_settings()
     now = timezone.now()
     result = ReapResult()
     touched: set[uuid.UUID] = set()
@@ -381,12 +401,8 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
             _task_return_to_queue(task, f"lease of {owner} expired on attempt {task.attempts}")
             result.requeued += 1
         stale = list(
-            Task.objects.select_for_update(skip_locked=True)
-            .filter(
-                Q(enqueued_at__lt=now - cfg.resend_after) | Q(enqueued_at__isnull=True),
-                status=TaskStatus.PENDING,
-                kind__in=RUNNABLE_KINDS,
-            )
+            Task.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(_waiting_too_long(now), status=TaskStatus.PENDING, kind__in=RUNNABLE_KINDS)
             .values_list("pk", flat=True)[:limit]
         )
         Task.objects.filter(pk__in=stale).update(enqueued_at=now)
