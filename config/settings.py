@@ -5,6 +5,8 @@ With neither DATABASE_URL nor CELERY_BROKER_URL set, Census runs on its embedded
 """
 
 import os
+import shlex
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -260,9 +262,6 @@ CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT = env.float("CENSUS_NMS_DISCOVERY_DEVICE_TIM
 # Seconds one plugin run (a batch) may take before its process group is killed.
 CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT = env.float("CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT", default=120.0)
 # The plugin command per protocol (argv, shell-quoted). Never carries a credential.
-import shlex  # noqa: E402
-import sys  # noqa: E402
-
 CENSUS_NMS_PLUGINS = {
     "winrm": shlex.split(
         env.str(
