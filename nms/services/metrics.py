@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg2
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -103,6 +104,8 @@ def metric_samples_write(*, samples: Iterable[Sample]) -> int:
         return 0
     if any(sample.collected_at.tzinfo is None for sample in batch):
         raise ValueError("collected_at must be timezone-aware")
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured("metric samples are written with PostgreSQL's COPY")
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.copy_expert(COPY_SQL, _CopySource(batch), size=COPY_CHUNK)

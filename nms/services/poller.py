@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -66,6 +67,13 @@ class DueDevice:
     protocol: str
     credential_id: int
     interval_seconds: int
+    deadline: datetime | None = None  # the deadline this claim took (the seed's deadline map)
+
+
+def require_postgresql(what: str) -> None:
+    """The monitor's claims and COPY are PostgreSQL's; the embedded SQLite default has no NMS."""
+    if connection.vendor != "postgresql":
+        raise ImproperlyConfigured(f"{what} needs PostgreSQL (DATABASE_URL=postgres://...)")
 
 
 def database_now() -> datetime:
@@ -160,6 +168,7 @@ def plugin_command(protocol: str) -> list[str] | None:
 
 
 def _claim_poll(device_ids: Sequence[int], dispatched_at: datetime, now: datetime) -> list[int]:
+    require_postgresql("the poller")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             _POLL_CLAIM_SQL,

@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -48,7 +48,7 @@ from django.db import connection, transaction
 from nms.choices import DeviceStatus, FailureReason
 from nms.fping import FpingError, FpingOptions, fping
 from nms.services import health, poller
-from nms.services.poller import DueDevice, database_now
+from nms.services.poller import DueDevice, database_now, require_postgresql
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ _GOLDEN = 0.6180339887498949
 
 _CLAIM_SQL = f"""
 WITH due AS (
-    SELECT id FROM nms_device
-    WHERE status = %(active)s AND next_deadline <= %(now)s
+    SELECT id, next_deadline FROM nms_device
+    WHERE status = %(active)s AND next_deadline <= %(now)s AND next_deadline >= %(since)s
     ORDER BY next_deadline
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -75,7 +75,7 @@ UPDATE nms_device AS d SET next_deadline = CASE
 FROM due
 WHERE d.id = due.id AND d.status = %(active)s AND d.next_deadline <= %(now)s
 RETURNING d.id, host(d.ip), d.port, d.should_ping, d.protocol, d.credential_id,
-    d.polling_interval_seconds
+    d.polling_interval_seconds, due.next_deadline
 """
 
 
@@ -83,12 +83,24 @@ def nms_setting(name: str) -> object:
     return settings.CENSUS_NMS[name]
 
 
-def due_devices_claim(*, now: datetime | None = None, limit: int | None = None) -> list[DueDevice]:
-    """Claim up to `limit` due devices and move their deadlines forward, in one statement."""
+def due_devices_claim(
+    *, now: datetime | None = None, limit: int | None = None, since: datetime | None = None
+) -> list[DueDevice]:
+    """Claim up to `limit` due devices and move their deadlines forward, in one statement.
+
+    `since` (the latest deadline of the previous batch of the same tick) starts the index scan
+    there, past the entries of the rows that batch just moved."""
+    require_postgresql("the scheduler tick")
     now = now or database_now()
     limit = max(1, limit or int(nms_setting("TICK_BATCH")))
+    params = {
+        "active": DeviceStatus.ACTIVE,
+        "now": now,
+        "limit": limit,
+        "since": since or datetime.min.replace(tzinfo=UTC),
+    }
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, {"active": DeviceStatus.ACTIVE, "now": now, "limit": limit})
+        cursor.execute(_CLAIM_SQL, params)
         rows = cursor.fetchall()
     return [
         DueDevice(
@@ -99,6 +111,7 @@ def due_devices_claim(*, now: datetime | None = None, limit: int | None = None) 
             protocol=row[4],
             credential_id=row[5],
             interval_seconds=row[6],
+            deadline=row[7],
         )
         for row in rows
     ]
@@ -163,11 +176,13 @@ def scheduler_tick(
     batch_size = max(1, batch_size or int(nms_setting("TICK_BATCH")))
     dispatch = dispatch or poller.poll_batches_dispatch
     result = TickResult()
+    since: datetime | None = None
     while True:
         claim_time = now or database_now()
-        devices = due_devices_claim(now=claim_time, limit=batch_size)
+        devices = due_devices_claim(now=claim_time, limit=batch_size, since=since)
         if not devices:
             break
+        since = max(device.deadline for device in devices if device.deadline is not None)
         result.batches += 1
         result.claimed += len(devices)
         to_ping = [device for device in devices if device.should_ping]
