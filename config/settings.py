@@ -293,7 +293,7 @@ CENSUS_NMS = {
     "FAILURE_THRESHOLD": env.int("CENSUS_NMS_FAILURE_THRESHOLD", default=3),
     # Poller: devices per poll task (one plugin run each), seconds per device, seconds per batch
     # (0: derived from the other two and PLUGIN_WORKERS), threads inside the WinRM plugin.
-    "POLL_BATCH_SIZE": env.int("CENSUS_NMS_POLL_BATCH_SIZE", default=50),
+    "POLL_BATCH_SIZE": env.int("CENSUS_NMS_POLL_BATCH_SIZE", default=100),
     "POLL_DEVICE_TIMEOUT": env.float("CENSUS_NMS_POLL_DEVICE_TIMEOUT", default=20.0),
     "POLL_BATCH_TIMEOUT": env.float("CENSUS_NMS_POLL_BATCH_TIMEOUT", default=0.0),
     "PLUGIN_WORKERS": env.int("CENSUS_NMS_PLUGIN_WORKERS", default=16),
