@@ -40,6 +40,7 @@ class MetricRangeSerializer(serializers.Serializer):
 
 class DeviceMetricsLatestView(GenericAPIView):
     serializer_class = MetricSampleSerializer
+    queryset = MetricSample.objects.none()  # for the schema: reads go through the service
     pagination_class = None
 
     @extend_schema(
@@ -59,7 +60,9 @@ class DeviceMetricsLatestView(GenericAPIView):
 
 class DeviceMetricsRangeView(GenericAPIView):
     serializer_class = MetricSampleSerializer
+    queryset = MetricSample.objects.none()  # for the schema: reads go through the service
     pagination_class = None
+    filter_backends: list = []  # since/until/limit are parsed by MetricRangeSerializer
 
     @extend_schema(
         summary="Metric samples of a device in a time range, oldest first",

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 FAILURE_EVENT = "failure"
 MAX_DETAIL = 2000
+# A batch of thousands of unreachable devices logs this many lines, then one summary.
+LOGGED_ONE_BY_ONE = 20
 
 
 @dataclass
@@ -120,9 +122,15 @@ def device_failures_record(
                 device_deactivate(device_id=device_id, reason=why)
                 Device.objects.filter(pk=device_id).update(failure_count=0)
                 outcome.deactivated.append(device_id)
-    for device_id in outcome.recorded:
+    for device_id in outcome.recorded[:LOGGED_ONE_BY_ONE]:
         logger.warning(
             "device %s failed (%s): %s", device_id, reason, (failures.get(device_id) or "")[:300]
+        )
+    if len(outcome.recorded) > LOGGED_ONE_BY_ONE:
+        logger.warning(
+            "%d more device(s) failed (%s); their events hold the details",
+            len(outcome.recorded) - LOGGED_ONE_BY_ONE,
+            reason,
         )
     for device_id in outcome.deactivated:
         logger.error(
