@@ -14,6 +14,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from config.periodic import periodic_jobs_install
 from nms.choices import DeviceStatus
 from nms.models import Device, DeviceEvent, MetricSample
 
@@ -45,7 +46,8 @@ def test_beat_and_workers_poll_twenty_hosts_and_deactivate_the_five_that_die(
     # Given 20 active devices on the emulated hosts, polled every 2 s
     devices = make_devices(hosts_emulator.addresses, port=hosts_emulator.port, interval=2)
     assert len(devices) == 20
-    # And beat ticking the scheduler every second (the job migrate installed)
+    # And beat ticking the scheduler every second (the job migrate installs)
+    periodic_jobs_install()
     tick_job = PeriodicTask.objects.get(task="nms.tasks_monitoring.scheduler_tick")
     tick_job.interval, _ = IntervalSchedule.objects.get_or_create(
         every=1, period=IntervalSchedule.SECONDS
