@@ -162,3 +162,20 @@ def test_metrics_endpoints_latest_and_range(metrics_api, make_devices):
         f"/api/nms/devices/{device.pk}/metrics/", {"since": until, "until": since}
     )
     assert backwards.status_code == 400 and "until" in backwards.json()
+
+
+@pytest.mark.django_db
+def test_nms_prune_metrics_command(make_devices):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    (device,) = make_devices(["127.0.0.1"])
+    now = timezone.now()
+    metric_samples_write(
+        samples=[Sample(device.pk, now - timedelta(days=3), {}), Sample(device.pk, now, {})]
+    )
+    out = StringIO()
+    call_command("nms_prune_metrics", "--days", "2", stdout=out)
+    assert out.getvalue().strip() == "deleted 1 sample(s)"
+    assert MetricSample.objects.count() == 1

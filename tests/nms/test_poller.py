@@ -165,3 +165,17 @@ def test_three_failed_polls_deactivate_a_device(at_emulator, hosts_emulator, nms
     device.refresh_from_db()
     assert device.status == DeviceStatus.INACTIVE and device.next_deadline is None
     assert failure_reasons() == {device.pk: ["poll", "poll", "poll"]}
+
+
+def test_nms_poll_command_polls_in_this_process(at_emulator, hosts_emulator):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    alive, dead = at_emulator(2)
+    hosts_emulator.stop(dead.ip)
+    out = StringIO()
+    call_command("nms_poll", str(alive.pk), str(dead.pk), stdout=out)
+    assert "polled 2" in out.getvalue() and "succeeded 1, failed 1" in out.getvalue()
+    assert f"device {dead.pk}: connection refused" in out.getvalue()
+    assert MetricSample.objects.filter(device_id=alive.pk).count() == 1

@@ -255,3 +255,30 @@ def test_two_tick_runners_for_a_minute_never_poll_a_device_twice_in_an_interval(
         assert len(times) == polls
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert min(gaps) >= interval * 0.5, (device.ip, min(gaps))
+
+
+def test_the_tick_and_the_retention_are_periodic_jobs_on_beat(settings):
+    from config.periodic import periodic_jobs
+
+    jobs = {job.task: job for job in periodic_jobs()}
+    tick = jobs["nms.tasks_monitoring.scheduler_tick"]
+    assert tick.every_seconds == settings.CENSUS_NMS["TICK_SECONDS"]
+    assert tick.queue == "default"
+    assert jobs["nms.tasks_monitoring.metrics_retention"].every_seconds == 3600
+    assert settings.CELERY_TASK_ROUTES["nms.tasks_monitoring.poll_devices"] == {"queue": "poll"}
+
+
+@pytest.mark.django_db
+def test_nms_tick_command_runs_one_tick(make_devices, broker_url, nms_settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    make_devices(["127.0.0.1", "127.0.0.2"])
+    out = StringIO()
+    call_command("nms_tick", stdout=out)
+    assert "claimed 2 in 1 batch(es), pinged 2, unreachable 0, dispatched 2" in out.getvalue()
+    assert redis.Redis.from_url(broker_url).llen("poll") == 1
+    out = StringIO()
+    call_command("nms_tick", stdout=out)
+    assert "claimed 0" in out.getvalue()
