@@ -1,5 +1,6 @@
-"""End to end with real processes: celery beat ticks the scheduler, a celery worker on the `poll`
-and `default` queues runs the ticks and the polls through the WinRM plugin against 20 emulated
+"""End to end with real processes: a discovery profile finds 20 emulated Windows hosts, they are
+provisioned, celery beat ticks the scheduler, a celery worker on the `poll` and `default` queues
+runs the discovery, the ticks and the polls through the WinRM plugin against 20 emulated
 Windows hosts on 127.0.0.1-127.0.0.20, and PostgreSQL gets the metrics. Five hosts then go away:
 their devices fail their polls, reach the threshold and are deactivated, and the other fifteen
 go on being polled."""
@@ -15,8 +16,10 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from config.periodic import periodic_jobs_install
-from nms.choices import DeviceStatus
-from nms.models import Device, DeviceEvent, MetricSample
+from nms.choices import DeviceStatus, RunStatus
+from nms.models import Device, DeviceEvent, DiscoveryRun, MetricSample
+from nms.services.devices import device_provision
+from nms.services.discovery import discovery_profile_create, discovery_run_start
 
 pytest_plugins = ["tests.nms.fixtures_monitoring"]
 
@@ -40,13 +43,11 @@ def samples_per_device() -> dict[int, int]:
     )
 
 
-def test_beat_and_workers_poll_twenty_hosts_and_deactivate_the_five_that_die(
-    hosts_emulator, make_devices, monitoring_processes
+def test_discovery_provisioning_and_polling_of_twenty_hosts_deactivates_the_five_that_die(
+    hosts_emulator, credential, monitoring_processes
 ):
-    # Given 20 active devices on the emulated hosts, polled every 2 s
-    devices = make_devices(hosts_emulator.addresses, port=hosts_emulator.port, interval=2)
-    assert len(devices) == 20
-    # And beat ticking the scheduler every second (the job migrate installs)
+    # Given beat ticking the scheduler every second (the job migrate installs) and a worker on
+    # the poll and default queues
     periodic_jobs_install()
     tick_job = PeriodicTask.objects.get(task="nms.tasks_monitoring.scheduler_tick")
     tick_job.interval, _ = IntervalSchedule.objects.get_or_create(
@@ -62,6 +63,30 @@ def test_beat_and_workers_poll_twenty_hosts_and_deactivate_the_five_that_die(
     }
     monitoring_processes.worker("monitor", queues="poll,default", concurrency=2, env=env)
     beat = monitoring_processes.beat(env=env)
+    # When a discovery profile for the 20 emulated hosts runs (on the worker)
+    first, last = hosts_emulator.addresses[0], hosts_emulator.addresses[-1]
+    profile = discovery_profile_create(
+        name="twenty hosts",
+        targets=f"{first}-{last}",
+        credential_id=credential.pk,
+        port=hosts_emulator.port,
+    )
+    run = discovery_run_start(profile_id=profile.pk)
+    wait_until(
+        lambda: DiscoveryRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED,
+        timeout=90,
+        what="the discovery run",
+    )
+    # Then there are 20 discovered devices, named by their hosts
+    devices = list(Device.objects.filter(discovery_profile=profile).order_by("id"))
+    assert len(devices) == 20
+    assert all(
+        d.status == DeviceStatus.DISCOVERED and d.hostname.startswith("WIN-") for d in devices
+    )
+    # When they are provisioned with a 2 s interval
+    for device in devices:
+        device_provision(device_id=device.pk, interval_seconds=2)
+    devices = sorted(devices, key=lambda d: tuple(int(p) for p in d.ip.split(".")))
 
     # When the ticks run, then every device gets metric rows in PostgreSQL
     wait_until(
@@ -93,7 +118,7 @@ def test_beat_and_workers_poll_twenty_hosts_and_deactivate_the_five_that_die(
         failures = DeviceEvent.objects.filter(device=device, kind="failure")
         assert failures.filter(occurred_at__gte=stopped_at).count() >= 3
         assert set(failures.values_list("reason", flat=True)) == {"poll"}
-        change = DeviceEvent.objects.get(device=device, kind="status")
+        change = DeviceEvent.objects.filter(device=device, kind="status").latest("occurred_at")
         assert change.to_status == DeviceStatus.INACTIVE
 
     # And the fifteen others are still active and still polled
@@ -106,7 +131,10 @@ def test_beat_and_workers_poll_twenty_hosts_and_deactivate_the_five_that_die(
         what="two more samples of each of the fifteen live devices",
     )
     assert Device.objects.filter(pk__in=alive_ids, status=DeviceStatus.ACTIVE).count() == 15
-    assert not DeviceEvent.objects.filter(device_id__in=alive_ids).exists()
+    assert not DeviceEvent.objects.filter(device_id__in=alive_ids, kind="failure").exists()
+    assert not DeviceEvent.objects.filter(
+        device_id__in=alive_ids, kind="status", to_status=DeviceStatus.INACTIVE
+    ).exists()
     # And no dead device was polled after its deactivation
     assert not MetricSample.objects.filter(
         device_id__in=dying_ids, collected_at__gt=deactivated_at
