@@ -4,6 +4,7 @@ Reads come from ``nms.selectors``, writes from ``nms.services``; a service's ref
 (bad input, nothing created) or 409 (the row's state or its dependents do not allow it).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import ProtectedError, QuerySet
@@ -153,6 +154,14 @@ class CredentialProfileViewSet(viewsets.ModelViewSet):
 
 
 # --- discovery profiles -------------------------------------------------------------------------
+def _service_fields(validated: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated serializer data as a service takes it: the credential by its id."""
+    fields = dict(validated)
+    if "credential" in fields:
+        fields["credential_id"] = fields.pop("credential").pk
+    return fields
+
+
 @extend_schema_view(
     list=extend_schema(summary="List discovery profiles"),
     retrieve=extend_schema(summary="A discovery profile"),
@@ -180,20 +189,18 @@ class DiscoveryProfileViewSet(viewsets.ModelViewSet):
         return selectors.discovery_profile_list()
 
     def perform_create(self, serializer: BaseSerializer) -> None:
-        data = dict(serializer.validated_data)
-        data["credential_id"] = data.pop("credential").pk
         try:
-            serializer.instance = discovery.discovery_profile_create(**data)
+            serializer.instance = discovery.discovery_profile_create(
+                **_service_fields(serializer.validated_data)
+            )
         except discovery.DiscoveryInvalid as exc:
             raise _refused(exc) from None
 
     def perform_update(self, serializer: BaseSerializer) -> None:
-        changes = dict(serializer.validated_data)
-        if "credential" in changes:
-            changes["credential_id"] = changes.pop("credential").pk
         try:
             serializer.instance = discovery.discovery_profile_update(
-                profile_id=serializer.instance.pk, changes=changes
+                profile_id=serializer.instance.pk,
+                changes=_service_fields(serializer.validated_data),
             )
         except discovery.DiscoveryInvalid as exc:
             raise _refused(exc) from None
@@ -298,20 +305,18 @@ class DeviceViewSet(viewsets.ModelViewSet):
         return selectors.device_list()
 
     def perform_create(self, serializer: BaseSerializer) -> None:
-        data = dict(serializer.validated_data)
-        data["credential_id"] = data.pop("credential").pk
         try:
-            serializer.instance = devices.device_create(**data)
+            serializer.instance = devices.device_create(
+                **_service_fields(serializer.validated_data)
+            )
         except devices.DeviceInvalid as exc:
             raise _refused(exc) from None
 
     def perform_update(self, serializer: BaseSerializer) -> None:
-        changes = dict(serializer.validated_data)
-        if "credential" in changes:
-            changes["credential_id"] = changes.pop("credential").pk
         try:
             serializer.instance = devices.device_update(
-                device_id=serializer.instance.pk, changes=changes
+                device_id=serializer.instance.pk,
+                changes=_service_fields(serializer.validated_data),
             )
         except devices.DeviceInvalid as exc:
             raise _refused(exc) from None

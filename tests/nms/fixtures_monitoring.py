@@ -30,7 +30,7 @@ from tests.emulators.wsman import (
     bindable_loopback_addresses,
     running_emulator,
 )
-from tests.fixtures.workers import test_database_url
+from tests.fixtures.workers import celery_worker_command, test_database_url
 
 USER = "Administrator"
 PASSWORD = "M0nitor-Pa$$word"
@@ -255,27 +255,7 @@ def monitoring_processes(tmp_path, broker_url):
             name: str, queues: str = "poll,default", concurrency: int = 2, env=None
         ) -> MonitoringProcess:
             process = start(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-Q",
-                    queues,
-                    "-c",
-                    str(concurrency),
-                    "-n",
-                    f"{name}@census-test",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-l",
-                    "INFO",
-                ],
-                env,
+                name, celery_worker_command(name, queues=queues, concurrency=concurrency), env
             )
             process.wait_for(" ready.")
             return process
