@@ -39,10 +39,12 @@ clean-demo:
 services:
 	bash .ci/services
 
+# ruff, missing migrations, and an OpenAPI schema that validates without a warning.
 lint: venv-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run -v 0
+	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 test: venv-dev services lint
 	$(BIN)/pytest
