@@ -252,30 +252,28 @@ CENSUS_EVENT_HANDLERS = env.list(
 # Fernet keys for secrets at rest, newest first (see nms/crypto.py). Unset: derived from SECRET_KEY.
 CENSUS_ENCRYPTION_KEYS = env.list("CENSUS_ENCRYPTION_KEYS", default=[])
 
-# --- NMS: discovery, credentials, devices (nms/targets.py, nms/services/discovery.py) ----------
-# Most addresses one discovery profile may cover; counted before anything is expanded.
-CENSUS_NMS_MAX_HOSTS = env.int("CENSUS_NMS_MAX_HOSTS", default=65_536)
-# Addresses handed to the discovery plugin per run of it (one transaction of outcomes each).
-CENSUS_NMS_DISCOVERY_BATCH_SIZE = env.int("CENSUS_NMS_DISCOVERY_BATCH_SIZE", default=64)
-# Seconds one device may take to answer discovery (the plugin enforces it).
-CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT = env.float("CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT", default=10.0)
-# Seconds one plugin run (a batch) may take before its process group is killed.
-CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT = env.float("CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT", default=120.0)
-# The plugin command per protocol (argv, shell-quoted). Never carries a credential.
-CENSUS_NMS_PLUGINS = {
-    "winrm": shlex.split(
-        env.str(
-            "CENSUS_NMS_WINRM_PLUGIN",
-            default=f"{shlex.quote(sys.executable)} -m nms.plugins.winrm",
-        )
-    ),
-}
 CELERY_TASK_ROUTES.update({"nms.tasks.run_discovery": {"queue": "poll"}})
 
 # --- Network monitoring (nms): scheduler tick, fping, poller, health monitor, metrics ----------
 # Read by nms/fping.py and nms/services/{scheduler,poller,health,metrics}.py; docs/nms.md explains
 # each. Poll tasks go to the `poll` queue (their own workers); the tick runs on `default`.
 CENSUS_NMS = {
+    # Most addresses one discovery profile may cover; counted before anything is expanded.
+    "MAX_HOSTS": env.int("CENSUS_NMS_MAX_HOSTS", default=65_536),
+    # Discovery: addresses per plugin run (one transaction of outcomes each), seconds one device
+    # may take, seconds one plugin run may take before its process group is killed.
+    "DISCOVERY_BATCH_SIZE": env.int("CENSUS_NMS_DISCOVERY_BATCH_SIZE", default=64),
+    "DISCOVERY_DEVICE_TIMEOUT": env.float("CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT", default=10.0),
+    "DISCOVERY_BATCH_TIMEOUT": env.float("CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT", default=120.0),
+    # The plugin command per protocol (argv, shell-quoted). Never carries a credential.
+    "PLUGINS": {
+        "winrm": shlex.split(
+            env.str(
+                "CENSUS_NMS_WINRM_PLUGIN",
+                default=f"{shlex.quote(sys.executable)} -m nms.plugins.winrm",
+            )
+        ),
+    },
     # Seconds between two scheduler ticks (the beat job; `manage.py nms_tick --loop` too).
     "TICK_SECONDS": env.int("CENSUS_NMS_TICK_SECONDS", default=5),
     # Devices claimed per statement; a tick claims batch after batch until nothing is due or
@@ -297,7 +295,6 @@ CENSUS_NMS = {
     "POLL_DEVICE_TIMEOUT": env.float("CENSUS_NMS_POLL_DEVICE_TIMEOUT", default=20.0),
     "POLL_BATCH_TIMEOUT": env.float("CENSUS_NMS_POLL_BATCH_TIMEOUT", default=0.0),
     "PLUGIN_WORKERS": env.int("CENSUS_NMS_PLUGIN_WORKERS", default=16),
-    # (The plugin command of each protocol is CENSUS_NMS_PLUGINS, above.)
     # Metrics: samples older than this many days are deleted by the retention job (beat, hourly),
     # at most RETENTION_CHUNK rows per statement.
     "METRICS_RETENTION_DAYS": env.int("CENSUS_NMS_METRICS_RETENTION_DAYS", default=30),

@@ -74,7 +74,7 @@ class TargetSpec:
 
 
 def max_hosts_setting() -> int:
-    return int(getattr(settings, "CENSUS_NMS_MAX_HOSTS", DEFAULT_MAX_HOSTS))
+    return int(settings.CENSUS_NMS.get("MAX_HOSTS", DEFAULT_MAX_HOSTS))
 
 
 def parse_targets(text: str, *, max_hosts: int | None = None) -> TargetSpec:

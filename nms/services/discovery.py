@@ -71,12 +71,13 @@ class DiscoverySettings:
 
 def discovery_settings() -> DiscoverySettings:
     soft_limit = float(getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 3300) or 3300)
+    nms = settings.CENSUS_NMS
     return DiscoverySettings(
-        batch_size=max(1, int(settings.CENSUS_NMS_DISCOVERY_BATCH_SIZE)),
-        device_timeout=float(settings.CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT),
-        batch_timeout=float(settings.CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT),
-        plugins=settings.CENSUS_NMS_PLUGINS,
-        max_hosts=int(settings.CENSUS_NMS_MAX_HOSTS),
+        batch_size=max(1, int(nms["DISCOVERY_BATCH_SIZE"])),
+        device_timeout=float(nms["DISCOVERY_DEVICE_TIMEOUT"]),
+        batch_timeout=float(nms["DISCOVERY_BATCH_TIMEOUT"]),
+        plugins=nms["PLUGINS"],
+        max_hosts=int(nms["MAX_HOSTS"]),
         time_budget=soft_limit - _HANDOVER_MARGIN,
     )
 

@@ -157,7 +157,7 @@ def poll_batch_timeout(tasks: int) -> float:
 
 
 def plugin_command(protocol: str) -> list[str] | None:
-    command = settings.CENSUS_NMS_PLUGINS.get(protocol)
+    command = settings.CENSUS_NMS["PLUGINS"].get(protocol)
     if not command:
         return None
     command = list(command)

@@ -46,9 +46,12 @@ FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED)
 
 @pytest.fixture
 def small_batches(settings) -> None:
-    settings.CENSUS_NMS_DISCOVERY_BATCH_SIZE = 8
-    settings.CENSUS_NMS_DISCOVERY_DEVICE_TIMEOUT = 5.0
-    settings.CENSUS_NMS_DISCOVERY_BATCH_TIMEOUT = 60.0
+    settings.CENSUS_NMS = {
+        **settings.CENSUS_NMS,
+        "DISCOVERY_BATCH_SIZE": 8,
+        "DISCOVERY_DEVICE_TIMEOUT": 5.0,
+        "DISCOVERY_BATCH_TIMEOUT": 60.0,
+    }
 
 
 def outcomes(run: DiscoveryRun) -> dict[str, str]:
@@ -194,7 +197,10 @@ def test_a_plugin_run_failing_as_a_whole_fails_its_batch_and_the_run_goes_on(
     # Given a plugin that crashes on any batch holding 127.0.1.10 (batches of 8 addresses)
     plugin = tmp_path / "flaky.py"
     plugin.write_text(FLAKY_PLUGIN.format(FAIL="127.0.1.10"))
-    settings.CENSUS_NMS_PLUGINS = {"winrm": [sys.executable, str(plugin)]}
+    settings.CENSUS_NMS = {
+        **settings.CENSUS_NMS,
+        "PLUGINS": {"winrm": [sys.executable, str(plugin)]},
+    }
     profile = make_profile(port=5985, targets="127.0.1.1-127.0.1.20")
 
     # When discovery runs

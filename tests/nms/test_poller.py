@@ -79,8 +79,11 @@ def test_a_broken_plugin_fails_every_device_of_the_batch_and_the_pool_goes_on(
     # Given a plugin that hangs, exits 3 or prints garbage
     nms_settings(POLL_BATCH_TIMEOUT=2.0)
     arguments = {"hang.py": [str(tmp_path / "pids")], "exit_code.py": ["3"], "garbage.py": []}
-    good = settings.CENSUS_NMS_PLUGINS["winrm"]
-    settings.CENSUS_NMS_PLUGINS = {"winrm": plugin_argv(plugin, *arguments[plugin])}
+    good = settings.CENSUS_NMS["PLUGINS"]["winrm"]
+    settings.CENSUS_NMS = {
+        **settings.CENSUS_NMS,
+        "PLUGINS": {"winrm": plugin_argv(plugin, *arguments[plugin])},
+    }
     devices = at_emulator(4)
     caplog.set_level(logging.INFO)
     # When a batch is polled
@@ -100,7 +103,7 @@ def test_a_broken_plugin_fails_every_device_of_the_batch_and_the_pool_goes_on(
     # And the secret never reached a log line, even from the plugin that echoes its input
     assert "M0nitor-Pa$$word" not in caplog.text
     # And the next batch, with a working plugin, is polled as usual
-    settings.CENSUS_NMS_PLUGINS = {"winrm": good}
+    settings.CENSUS_NMS = {**settings.CENSUS_NMS, "PLUGINS": {"winrm": good}}
     others = at_emulator(4, start=4)
     again = devices_poll(device_ids=[d.pk for d in others], dispatched_at=database_now())
     assert len(again.succeeded) == 4

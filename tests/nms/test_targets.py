@@ -103,7 +103,7 @@ def test_nonsense_is_refused_with_a_clear_message(text: str, message: str) -> No
 
 def test_the_limit_comes_from_settings_and_counts_the_whole_list(settings) -> None:
     # Given a limit of 300 addresses
-    settings.CENSUS_NMS_MAX_HOSTS = 300
+    settings.CENSUS_NMS = {**settings.CENSUS_NMS, "MAX_HOSTS": 300}
 
     # Then one /24 fits, two do not, and a /16 is refused before anything is built
     assert parse_targets("10.0.0.0/24").count == 254
