@@ -175,7 +175,25 @@ class CredentialProfileAdmin(admin.ModelAdmin):
 
 
 # --- discovery ----------------------------------------------------------------------------------
-class DiscoveryProfileForm(forms.ModelForm):
+class PortAndIntervalChecks:
+    """Form checks shared by the forms with a port and a polling interval."""
+
+    cleaned_data: dict
+
+    def clean_port(self) -> int:
+        port = self.cleaned_data["port"]
+        if not 1 <= port <= devices.MAX_PORT:
+            raise forms.ValidationError("The port must be a whole number from 1 to 65535.")
+        return port
+
+    def clean_polling_interval_seconds(self) -> int:
+        interval = self.cleaned_data["polling_interval_seconds"]
+        if interval <= 0:
+            raise forms.ValidationError("The interval must be a number of seconds above 0.")
+        return interval
+
+
+class DiscoveryProfileForm(PortAndIntervalChecks, forms.ModelForm):
     class Meta:
         model = DiscoveryProfile
         fields = (
@@ -195,18 +213,6 @@ class DiscoveryProfileForm(forms.ModelForm):
         except discovery.DiscoveryInvalid as exc:
             raise forms.ValidationError(exc.errors["targets"]) from None
         return targets.strip()
-
-    def clean_port(self) -> int:
-        port = self.cleaned_data["port"]
-        if not 1 <= port <= 65535:
-            raise forms.ValidationError("The port must be a whole number from 1 to 65535.")
-        return port
-
-    def clean_polling_interval_seconds(self) -> int:
-        interval = self.cleaned_data["polling_interval_seconds"]
-        if interval <= 0:
-            raise forms.ValidationError("The interval must be a number of seconds above 0.")
-        return interval
 
 
 @admin.register(DiscoveryProfile)
@@ -315,7 +321,7 @@ class DeviceEventInline(ReadOnlyInline):
     verbose_name_plural = f"events (the latest {INLINE_LIMIT})"
 
 
-class DeviceForm(forms.ModelForm):
+class DeviceForm(PortAndIntervalChecks, forms.ModelForm):
     class Meta:
         model = Device
         fields = (
@@ -328,18 +334,6 @@ class DeviceForm(forms.ModelForm):
             "polling_interval_seconds",
             "should_ping",
         )
-
-    def clean_port(self) -> int:
-        port = self.cleaned_data["port"]
-        if not 1 <= port <= devices.MAX_PORT:
-            raise forms.ValidationError("The port must be a whole number from 1 to 65535.")
-        return port
-
-    def clean_polling_interval_seconds(self) -> int:
-        interval = self.cleaned_data["polling_interval_seconds"]
-        if interval <= 0:
-            raise forms.ValidationError("The interval must be a number of seconds above 0.")
-        return interval
 
 
 @admin.register(Device)

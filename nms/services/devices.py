@@ -18,7 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from nms.choices import DeviceStatus, Protocol
-from nms.models import CredentialProfile, Device, DeviceEvent
+from nms.models import Device, DeviceEvent
+from nms.services.validation import FieldErrors, credential_for_protocol
 from nms.targets import TargetError, parse_ip_address
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,8 @@ UPDATABLE_FIELDS = (
 IMMUTABLE_FIELDS = ("ip", "port")
 
 
-class DeviceInvalid(ValueError):
+class DeviceInvalid(FieldErrors):
     """Input Census refuses; ``errors`` maps each offending field to what is wrong with it."""
-
-    def __init__(self, errors: Mapping[str, str]) -> None:
-        self.errors = dict(errors)
-        super().__init__("; ".join(f"{field}: {text}" for field, text in self.errors.items()))
 
 
 class DeviceConflict(ValueError):
@@ -87,20 +84,6 @@ def _check_interval(interval: object, field: str = "polling_interval_seconds") -
     if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
         raise DeviceInvalid({field: "must be a whole number of seconds greater than 0."})
     return interval
-
-
-def _check_credential(credential_id: object, protocol: str) -> CredentialProfile:
-    credential = CredentialProfile.objects.filter(pk=credential_id).first()
-    if credential is None:
-        raise DeviceInvalid({"credential": f"no credential profile has id {credential_id}."})
-    if credential.protocol != protocol:
-        raise DeviceInvalid(
-            {
-                "credential": f"credential {credential.name!r} is for {credential.protocol}, "
-                f"not {protocol}."
-            }
-        )
-    return credential
 
 
 def _check_protocol(protocol: object) -> str:
@@ -189,7 +172,7 @@ def device_create(
     clean_port = _check_port(port)
     protocol = _check_protocol(protocol)
     interval = _check_interval(polling_interval_seconds)
-    credential = _check_credential(credential_id, protocol)
+    credential = credential_for_protocol(credential_id, protocol, invalid=DeviceInvalid)
     try:
         with transaction.atomic():
             device = Device.objects.create(
@@ -242,9 +225,10 @@ def device_update(*, device_id: int, changes: Mapping[str, Any]) -> Device:
         if "polling_interval_seconds" in values:
             _check_interval(values["polling_interval_seconds"])
         if "protocol" in values or "credential_id" in values:
-            _check_credential(
+            credential_for_protocol(
                 values.get("credential_id", device.credential_id),
                 values.get("protocol", device.protocol),
+                invalid=DeviceInvalid,
             )
         for name, value in values.items():
             setattr(device, name, value)

@@ -37,11 +37,12 @@ from django.utils import timezone
 
 from nms import crypto
 from nms.choices import Protocol, RunStatus, TargetOutcome
-from nms.models import CredentialProfile, DiscoveryProfile, DiscoveryRun, DiscoveryRunTarget
+from nms.models import DiscoveryProfile, DiscoveryRun, DiscoveryRunTarget
 from nms.plugin_pool import PluginRun, run_plugin
 from nms.plugins.contract import Credential, Result, Task
 from nms.services.credentials import credential_payload
 from nms.services.devices import MAX_PORT, device_get_or_create_discovered
+from nms.services.validation import FieldErrors, credential_for_protocol
 from nms.targets import TargetError, TargetSpec, parse_targets
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,8 @@ _INSERT_CHUNK = 2000
 _HANDOVER_MARGIN = 30.0
 
 
-class DiscoveryInvalid(ValueError):
+class DiscoveryInvalid(FieldErrors):
     """Input Census refuses; ``errors`` maps each offending field to what is wrong with it."""
-
-    def __init__(self, errors: Mapping[str, str]) -> None:
-        self.errors = dict(errors)
-        super().__init__("; ".join(f"{field}: {text}" for field, text in self.errors.items()))
 
 
 @dataclass(frozen=True)
@@ -118,19 +115,6 @@ def _check_profile_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def _check_credential(credential_id: object, protocol: str) -> None:
-    credential = CredentialProfile.objects.filter(pk=credential_id).first()
-    if credential is None:
-        raise DiscoveryInvalid({"credential": f"no credential profile has id {credential_id}."})
-    if credential.protocol != protocol:
-        raise DiscoveryInvalid(
-            {
-                "credential": f"credential {credential.name!r} is for {credential.protocol}, "
-                f"not {protocol}."
-            }
-        )
-
-
 def discovery_profile_create(
     *,
     name: str,
@@ -149,7 +133,7 @@ def discovery_profile_create(
             "polling_interval_seconds": polling_interval_seconds,
         }
     )
-    _check_credential(credential_id, protocol)
+    credential_for_protocol(credential_id, protocol, invalid=DiscoveryInvalid)
     return DiscoveryProfile.objects.create(
         name=name, credential_id=credential_id, auto_provision=auto_provision, **clean
     )
@@ -174,9 +158,10 @@ def discovery_profile_update(*, profile_id: int, changes: Mapping[str, Any]) -> 
         profile = DiscoveryProfile.objects.select_for_update().get(pk=profile_id)
         clean = _check_profile_fields(changes)
         if "credential_id" in clean or "protocol" in clean:
-            _check_credential(
+            credential_for_protocol(
                 clean.get("credential_id", profile.credential_id),
                 clean.get("protocol", profile.protocol),
+                invalid=DiscoveryInvalid,
             )
         for name, value in clean.items():
             setattr(profile, name, value)
