@@ -48,6 +48,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.report import load_average, say, verdict
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/census_bench"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/12"
@@ -60,18 +62,6 @@ RECOVERY_TARGET = 1.15  # interrupted total <= this x the uninterrupted run
 
 class BenchError(Exception):
     """The benchmark could not produce a trustworthy figure."""
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def load_average() -> str:
-    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 # --- trees -------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.report import load_average, say, verdict
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/census_nmsbench"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/9"
@@ -54,18 +56,6 @@ POLL_GOAL_DEVICES = 10_000
 ZSET_KEY = "census:nmsbench:due"
 # The emulated hosts' password: a test fixture, not a secret.
 BENCH_PASSWORD = "Bench-Passw0rd"  # noqa: S105
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def load_average() -> str:
-    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def configure(args: argparse.Namespace) -> None:
