@@ -8,8 +8,11 @@ class UnitUnreadable(Exception):
     """The unit cannot be listed at all (permission denied, vanished, not a container)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
+    """One listed object. Not frozen: a frozen dataclass's __init__ costs a call per field, and
+    one Entry is made per object listed; nothing mutates or hashes them."""
+
     record_type: str
     key: bytes
     key_hash: str

@@ -3,10 +3,14 @@
 import os
 from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
+from hashlib import blake2b as _blake2b
+from stat import S_ISREG
 
 from enumeration.choices import RecordType
 from enumeration.connectors.base import Entry, UnitUnreadable
-from enumeration.connectors.keys import encode_key, key_hash
+from enumeration.connectors.keys import encode_key
+
+_fromtimestamp = datetime.fromtimestamp
 
 
 class FilesystemConnector:
@@ -27,8 +31,8 @@ class FilesystemConnector:
                 except OSError as exc:
                     raise UnitUnreadable(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
                 path = dir_entry.path
-                digest = key_hash(path)
-                if digest in exclude:
+                digest = _blake2b(path, digest_size=16).hexdigest()  # keys.key_hash, inlined
+                if exclude and digest in exclude:
                     continue
                 entry = _entry(dir_entry, path, digest)
                 if entry is None:
@@ -42,7 +46,10 @@ class FilesystemConnector:
 
 
 def _entry(dir_entry: os.DirEntry, path: bytes, digest: str) -> Entry | None:
+    # Runs once per entry: the common case (a regular file) is tested with one lstat.
     try:
+        if dir_entry.is_dir(follow_symlinks=False):
+            return Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
         if dir_entry.is_symlink():
             # Recorded, never followed: a symlink loop cannot hang a run.
             target = os.readlink(path)
@@ -53,19 +60,16 @@ def _entry(dir_entry: os.DirEntry, path: bytes, digest: str) -> Entry | None:
                 dir_entry.name,
                 metadata={"target": encode_key(target)},
             )
-        if dir_entry.is_dir(follow_symlinks=False):
-            return Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
         st = dir_entry.stat(follow_symlinks=False)
     except FileNotFoundError:
         return None  # removed between the listing and the stat: it is not there any more
     except OSError as exc:
         return Entry(RecordType.OTHER, path, digest, dir_entry.name, metadata={"error": str(exc)})
-    record_type = RecordType.FILE if dir_entry.is_file(follow_symlinks=False) else RecordType.OTHER
     return Entry(
-        record_type,
+        RecordType.FILE if S_ISREG(st.st_mode) else RecordType.OTHER,
         path,
         digest,
         dir_entry.name,
-        size=st.st_size,
-        modified_at=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+        st.st_size,
+        _fromtimestamp(st.st_mtime, UTC),
     )

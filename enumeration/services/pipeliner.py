@@ -7,11 +7,12 @@ record committed late is never skipped the way an id-ordered cursor would skip i
 """
 
 import logging
+import operator
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 BATCHES_PER_ROUND = 100
 TASKS_PER_INSERT = 100
 T = TypeVar("T")
+_first = operator.itemgetter(0)
 
 
 def _enumerate_task(session_id: uuid.UUID, paths: list[str], max_attempts: int) -> Task:
@@ -58,32 +60,63 @@ def _grouped(values: Iterable[T], size: int) -> Iterator[list[T]]:
         yield group
 
 
+# The records of some batches, one batch at a time: LATERAL with OFFSET 0 keeps PostgreSQL on the
+# ``batch_id`` index whatever its statistics say. (Asked as one ``batch_id IN (...)`` through a
+# cursor and ordered by id, a table never analysed mid-run was read whole through its primary key
+# at every round: quadratic in the records committed.)
+_LATERAL_RECORDS = (
+    "SELECT r.{column} FROM {batches} b CROSS JOIN LATERAL ("
+    "SELECT {column} FROM {records} WHERE batch_id = b.id AND record_type = %s OFFSET 0) r "
+    "WHERE b.id = ANY(%s) ORDER BY r.{column}"
+)
+
+
 class _NextStage:
     """The next stage's tasks for some committed batches, made as the records stream by."""
 
     def __init__(self, session_id: uuid.UUID, batch_ids: list[uuid.UUID]) -> None:
         self.session_id = session_id
-        self.records = TaskOutputRecord.objects.filter(batch_id__in=batch_ids)
+        self.batch_ids = batch_ids
         self.handed_on = 0
+
+    def _column(self, record_type: str, column: str, size: int, chunk_size: int) -> Iterator[list]:
+        """One column of the batches' records of one type, in the column's order, in lists of
+        ``size`` values (the last one shorter)."""
+        if connection.vendor != "postgresql":
+            yield from _grouped(
+                TaskOutputRecord.objects.filter(
+                    batch_id__in=self.batch_ids, record_type=record_type
+                )
+                .order_by(column)
+                .values_list(column, flat=True)
+                .iterator(chunk_size=chunk_size),
+                size,
+            )
+            return
+        sql = _LATERAL_RECORDS.format(
+            column=column,
+            batches=Batch._meta.db_table,
+            records=TaskOutputRecord._meta.db_table,
+        )
+        pending: list = []
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(sql, [record_type, self.batch_ids])
+            while rows := cursor.fetchmany(chunk_size):
+                pending.extend(map(_first, rows))
+                while len(pending) >= size:
+                    yield pending[:size]
+                    del pending[:size]
+        if pending:
+            yield pending
 
     def tasks(self) -> Iterator[Task]:
         cfg = engine_settings()
-        directories = (
-            self.records.filter(record_type=RecordType.DIRECTORY)
-            .order_by("object_key")
-            .values_list("object_key", flat=True)
-            .iterator(chunk_size=2000)
-        )
-        for paths in _grouped(directories, cfg.pipeline_group_size):
+        for paths in self._column(
+            RecordType.DIRECTORY, "object_key", cfg.pipeline_group_size, 2000
+        ):
             self.handed_on += len(paths)
             yield _enumerate_task(self.session_id, paths, cfg.max_attempts)
-        files = (
-            self.records.filter(record_type=RecordType.FILE)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-            .iterator(chunk_size=5000)
-        )
-        for record_ids in _grouped(files, cfg.classification_group_size):
+        for record_ids in self._column(RecordType.FILE, "id", cfg.classification_group_size, 20000):
             self.handed_on += len(record_ids)
             yield _classification_task(self.session_id, record_ids, cfg.max_attempts)
 
