@@ -276,9 +276,9 @@ CENSUS_NMS = {
     },
     # Seconds between two scheduler ticks (the beat job; `manage.py nms_tick --loop` too).
     "TICK_SECONDS": env.int("CENSUS_NMS_TICK_SECONDS", default=5),
-    # Devices claimed per statement; a tick claims batch after batch until nothing is due or
-    # TICK_SECONDS have passed, so 10,000 devices falling due together never make one huge claim.
-    "TICK_BATCH": env.int("CENSUS_NMS_TICK_BATCH", default=5000),
+    # Most messages one tick sends: above this many poll batches, the batches travel in this many
+    # messages to `default` workers, which publish them (one broker round trip each).
+    "DISPATCH_MESSAGES": env.int("CENSUS_NMS_DISPATCH_MESSAGES", default=20),
     # fping: binary, initial per-target timeout (ms), retries, gap between packets (ms), backoff.
     "FPING_PATH": env.str("CENSUS_NMS_FPING_PATH", default="fping"),
     "FPING_TIMEOUT_MS": env.int("CENSUS_NMS_FPING_TIMEOUT_MS", default=500),

@@ -361,6 +361,7 @@ class DeviceAdmin(admin.ModelAdmin):
     inlines = (DeviceEventInline,)
     health_fields = (
         "status",
+        "schedule_anchor",
         "next_deadline",
         "failure_count",
         "last_failure_at",
@@ -424,9 +425,13 @@ class DeviceAdmin(admin.ModelAdmin):
     )
     def provision_devices(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         done, refused = [], []
-        for device_id, interval in queryset.values_list("pk", "polling_interval_seconds"):
+        chosen = list(queryset.values_list("pk", "polling_interval_seconds"))
+        for device_id, interval in chosen:
             try:
-                device = devices.device_provision(device_id=device_id, interval_seconds=interval)
+                # Several at once are spread over their interval, not all due in one tick.
+                device = devices.device_provision(
+                    device_id=device_id, interval_seconds=interval, spread=len(chosen) > 1
+                )
             except (devices.DeviceConflict, devices.DeviceInvalid) as exc:
                 refused.append(f"Device {device_id} was not provisioned: {exc}")
             else:

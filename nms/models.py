@@ -1,6 +1,9 @@
 """Network monitoring (seed 003): credentials, discovery profiles and runs, devices, health,
 metrics."""
 
+import math
+from datetime import datetime, timedelta
+
 from django.db import models
 from django.utils import timezone
 
@@ -107,8 +110,10 @@ class Device(models.Model):
     polling_interval_seconds = models.PositiveIntegerField(default=60)
     # Checked with fping before a poll (the seed's ToPing); False is ToSkip.
     should_ping = models.BooleanField(default=True)
-    # When the device is next due; NULL when it is not scheduled (not active).
-    next_deadline = models.DateTimeField(null=True, blank=True)
+    # The device's polling grid: it is due at ``schedule_anchor + k * polling_interval_seconds``
+    # (k = 0, 1, ...). Set when it is provisioned, NULL when it is not scheduled (not active). The
+    # tick never writes it (nms.services.scheduler): `next_deadline` is computed from it.
+    schedule_anchor = models.DateTimeField(null=True, blank=True)
     last_poll_at = models.DateTimeField(null=True, blank=True)
     last_poll_success = models.BooleanField(null=True, blank=True)
     last_poll_error = models.TextField(blank=True)
@@ -122,15 +127,48 @@ class Device(models.Model):
         constraints = [models.UniqueConstraint(fields=["ip", "port"], name="device_ip_port_once")]
         indexes = [
             models.Index(
-                fields=["next_deadline"],
+                fields=["schedule_anchor"],
                 condition=models.Q(status="active"),
-                name="device_due",
+                name="device_scheduled",
             )
         ]
         ordering = ["ip", "port"]
 
     def __str__(self) -> str:
         return f"{self.hostname or self.ip}:{self.port}"
+
+    @property
+    def next_deadline(self) -> datetime | None:
+        """The first point of the device's grid after now; None when it is not scheduled."""
+        if self.status != DeviceStatus.ACTIVE or self.schedule_anchor is None:
+            return None
+        return grid_point_after(self.schedule_anchor, self.polling_interval_seconds, timezone.now())
+
+
+def grid_point_after(anchor: datetime, interval_seconds: int, moment: datetime) -> datetime:
+    """The first of ``anchor + k * interval`` (k >= 0) that is later than `moment`."""
+    if anchor > moment:
+        return anchor
+    step = max(1, interval_seconds)
+    passed = (moment - anchor).total_seconds()
+    return anchor + timedelta(seconds=step * (math.floor(passed / step) + 1))
+
+
+class ScheduleCursor(models.Model):
+    """How far the scheduler's ticks have claimed time: the due-time structure (seed 003 §6).
+
+    One row. A tick moves ``covered_until`` from its old value to now under the row's lock and
+    polls the active devices with a grid point inside that window; two tick runners therefore
+    claim disjoint windows and cannot both dispatch a device for the same grid point."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    covered_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "nms_schedule_cursor"
+
+    def __str__(self) -> str:
+        return f"{self.name} covered until {self.covered_until}"
 
 
 class DeviceEvent(models.Model):

@@ -27,7 +27,7 @@ def scheduler_tick() -> dict:
         "claimed": result.claimed,
         "unreachable": len(result.unreachable),
         "dispatched": result.qualified,
-        "poll_tasks": result.poll_tasks,
+        "messages": result.messages,
     }
 
 
@@ -45,6 +45,13 @@ def poll_devices(device_ids: list[int], dispatched_at: str) -> dict:
         "failed": len(outcome.failed),
         "skipped": outcome.skipped,
     }
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def poll_batches_send(batches: list[list[int]], dispatched_at: str) -> int:
+    """A share of a burst the tick handed over: publish its poll batches. Run twice, it sends
+    them twice, and each device's poll claim lets one of the two through."""
+    return poller.poll_batches_publish(batches, dispatched_at)
 
 
 @shared_task(ignore_result=True)

@@ -200,6 +200,12 @@ class DeviceSerializer(serializers.ModelSerializer):
     ip = serializers.CharField(help_text="IPv4 or IPv6 address. Fixed once the device exists.")
     port = port_field(help_text="Fixed once the device exists.")
     polling_interval_seconds = interval_field(required=False)
+    next_deadline = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the device is next due: the first point of its polling grid "
+        "(schedule_anchor + k * polling_interval_seconds) after now; null when not active.",
+    )
 
     class Meta:
         model = Device
@@ -215,6 +221,7 @@ class DeviceSerializer(serializers.ModelSerializer):
             "discovery_profile",
             "polling_interval_seconds",
             "should_ping",
+            "schedule_anchor",
             "next_deadline",
             "last_poll_at",
             "last_poll_success",
@@ -228,7 +235,7 @@ class DeviceSerializer(serializers.ModelSerializer):
             "id",
             "status",
             "discovery_profile",
-            "next_deadline",
+            "schedule_anchor",
             "last_poll_at",
             "last_poll_success",
             "last_poll_error",

@@ -298,7 +298,7 @@ class DiscoveryRunViewSet(viewsets.ReadOnlyModelViewSet):
 class DeviceViewSet(viewsets.ModelViewSet):
     serializer_class = DeviceSerializer
     filterset_class = DeviceFilterSet
-    ordering_fields = ("ip", "port", "hostname", "status", "next_deadline", "created_at")
+    ordering_fields = ("ip", "port", "hostname", "status", "schedule_anchor", "created_at")
     ordering = ("ip", "port")
 
     def get_queryset(self) -> QuerySet[Device]:

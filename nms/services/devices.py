@@ -2,7 +2,7 @@
 
 A device is unique by IP and port, and both are fixed once it exists. Its status moves only
 through the functions here, each under the device's row lock, and each change of status is
-recorded as a ``DeviceEvent(kind="status")``. The scheduler reads ``status`` and ``next_deadline``
+recorded as a ``DeviceEvent(kind="status")``. The scheduler reads ``status`` and ``schedule_anchor``
 from the database, so committing the row is all it takes to (un)schedule a device.
 """
 
@@ -114,20 +114,25 @@ def _move(device: Device, to_status: str) -> str:
     return from_status
 
 
-def device_provision(*, device_id: int, interval_seconds: int) -> Device:
-    """Schedule a device for polling every `interval_seconds`, first right now (seed §5)."""
+def device_provision(*, device_id: int, interval_seconds: int, spread: bool = False) -> Device:
+    """Schedule a device for polling every `interval_seconds`, first right now (seed §5); with
+    `spread` (many devices provisioned together), first at `first_deadline`."""
     interval = _check_interval(interval_seconds, "interval")
     with transaction.atomic():
         device = Device.objects.select_for_update().get(pk=device_id)
         from_status = _move(device, DeviceStatus.ACTIVE)
         device.polling_interval_seconds = interval
-        device.next_deadline = timezone.now()
+        device.schedule_anchor = (
+            first_deadline(ip=str(device.ip), interval_seconds=interval)
+            if spread
+            else timezone.now()
+        )
         device.failure_count = 0
         device.save(
             update_fields=[
                 "status",
                 "polling_interval_seconds",
-                "next_deadline",
+                "schedule_anchor",
                 "failure_count",
                 "updated_at",
             ]
@@ -142,11 +147,11 @@ def device_deactivate(*, device_id: int, reason: str) -> Device:
     """Stop polling a device. Idempotent: an inactive device is returned unchanged."""
     with transaction.atomic():
         device = Device.objects.select_for_update().get(pk=device_id)
-        if device.status == DeviceStatus.INACTIVE and device.next_deadline is None:
+        if device.status == DeviceStatus.INACTIVE and device.schedule_anchor is None:
             return device
         from_status = _move(device, DeviceStatus.INACTIVE)
-        device.next_deadline = None
-        device.save(update_fields=["status", "next_deadline", "updated_at"])
+        device.schedule_anchor = None
+        device.save(update_fields=["status", "schedule_anchor", "updated_at"])
         if from_status != device.status:
             _record_status(device, from_status, reason)
     logger.info("device %s deactivated: %s", device.pk, reason)
@@ -275,7 +280,7 @@ def device_get_or_create_discovered(
             "os": os[:255],
             "status": status,
             "polling_interval_seconds": interval_seconds,
-            "next_deadline": (
+            "schedule_anchor": (
                 first_deadline(ip=ip, interval_seconds=interval_seconds, now=now)
                 if auto_provision
                 else None

@@ -8,7 +8,7 @@ answered ``success: false``: "poll"). The seed's FailureRecord lives on the devi
 record. One UPDATE per batch counts atomically: a failure within
 ``CENSUS_NMS_FAILURE_WINDOW_SECONDS`` of the device's previous one adds one, a later one starts
 again at 1. At ``CENSUS_NMS_FAILURE_THRESHOLD`` the device is deactivated (``status='inactive'``,
-``next_deadline`` NULL: it leaves the schedule), its count is reset, and the change is recorded,
+``schedule_anchor`` NULL: it leaves the schedule), its count is reset, and the change is recorded,
 in the same transaction as the count, so two workers cannot both deactivate it or count past it.
 Each failure is recorded as a ``DeviceEvent(kind="failure")``.
 

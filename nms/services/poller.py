@@ -2,8 +2,10 @@
 
 Dispatch (in the tick): the qualified devices are grouped by protocol (and credential, so a batch
 decrypts few), cut into batches of ``CENSUS_NMS_POLL_BATCH_SIZE`` and sent as
-``nms.tasks_monitoring.poll_devices`` tasks to the ``poll`` queue. A message carries device ids and
-the claim time only; never a credential, never device state.
+``nms.tasks_monitoring.poll_devices`` tasks to the ``poll`` queue; a burst of more batches than
+``CENSUS_NMS_DISPATCH_MESSAGES`` is handed over in that many messages for workers to publish
+(`poll_batches_dispatch`). A message carries device ids and the claim time only; never a
+credential, never device state.
 
 Poll (in a ``poll`` worker), `devices_poll`:
 
@@ -33,12 +35,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from nms.choices import DeviceStatus, FailureReason
@@ -56,18 +57,18 @@ MAX_ERROR = 2000
 CREDENTIAL_FIELDS = ("username", "password", "transport", "scheme", "server_cert_validation")
 
 
-@dataclass(frozen=True)
-class DueDevice:
-    """What the tick knows of a claimed device."""
+class DueGroup(NamedTuple):
+    """Due devices that are checked and polled alike: what the tick knows of them.
 
-    id: int
-    ip: str
-    port: int
+    The database hands the tick its devices grouped, a list of ids per group, because 100,000
+    Python objects, one per device, cost more than the whole claim (the garbage collector walks
+    them as they are made)."""
+
     should_ping: bool
     protocol: str
     credential_id: int
-    interval_seconds: int
-    deadline: datetime | None = None  # the deadline this claim took (the seed's deadline map)
+    ids: list[int]
+    ips: list[str] | None = None  # the addresses, in the order of `ids`, when `should_ping`
 
 
 def require_postgresql(what: str) -> None:
@@ -91,32 +92,65 @@ def poll_batch_size() -> int:
     return max(1, int(settings.CENSUS_NMS["POLL_BATCH_SIZE"]))
 
 
-def poll_batches(devices: Iterable[DueDevice], size: int | None = None) -> list[list[int]]:
-    """Device ids grouped by protocol and credential, in batches of at most `size`."""
+def poll_batches(groups: Iterable[DueGroup], size: int | None = None) -> list[list[int]]:
+    """Device ids by protocol and credential, in id order, in batches of at most `size`."""
     size = size or poll_batch_size()
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for device in devices:
-        groups[(device.protocol, device.credential_id)].append(device.id)
+    merged: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for group in groups:
+        merged[(group.protocol, group.credential_id)].extend(group.ids)
     batches: list[list[int]] = []
-    for key in sorted(groups):
-        ids = groups[key]
+    for key in sorted(merged):
+        ids = sorted(merged[key])
         batches.extend(ids[start : start + size] for start in range(0, len(ids), size))
     return batches
 
 
-def poll_batches_dispatch(*, devices: Sequence[DueDevice], dispatched_at: datetime) -> int:
-    """Send one poll task per batch to the ``poll`` queue; returns how many were sent. The claim
-    that produced `devices` is committed already, so the rows exist when a worker reads them."""
-    from config.celery import app
-    from nms.tasks_monitoring import poll_devices
+def poll_batches_dispatch(*, groups: Sequence[DueGroup], dispatched_at: datetime) -> int:
+    """Hand the qualified devices to the poll workers; returns how many messages this sent.
 
-    batches = poll_batches(devices)
+    Up to ``CENSUS_NMS_DISPATCH_MESSAGES`` batches go straight to the ``poll`` queue as
+    ``poll_devices`` tasks. More than that (a burst: an outage ended, thousands provisioned at
+    once) go as that many ``poll_batches_send`` messages on ``default``, each carrying a share of
+    the batches for a worker to publish: a broker round trip costs milliseconds, and the tick
+    must not spend seconds on a thousand of them. The claim that produced `groups` is committed
+    already, so the rows exist when a worker reads them."""
+    batches = poll_batches(groups)
     if not batches:
         return 0
     stamp = dispatched_at.isoformat()
+    most = max(1, int(settings.CENSUS_NMS["DISPATCH_MESSAGES"]))
+    if len(batches) <= most:
+        return poll_batches_publish(batches, stamp)
+    from config.celery import app
+    from nms.tasks_monitoring import poll_batches_send
+
+    share = math.ceil(len(batches) / most)
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for start in range(0, len(batches), share):
+            part = batches[start : start + share]
+            poll_batches_send.apply_async(
+                args=[part, stamp],
+                producer=producer,
+                # Celery would otherwise build a repr of thousands of ids for the message.
+                argsrepr=f"({len(part)} batches of device ids, {stamp!r})",
+            )
+            sent += 1
+    return sent
+
+
+def poll_batches_publish(batches: Sequence[Sequence[int]], dispatched_at: str) -> int:
+    """One ``poll_devices`` message per batch to the ``poll`` queue; returns how many."""
+    from config.celery import app
+    from nms.tasks_monitoring import poll_devices
+
     with app.producer_or_acquire() as producer:
         for ids in batches:
-            poll_devices.apply_async(args=[ids, stamp], producer=producer)
+            poll_devices.apply_async(
+                args=[list(ids), dispatched_at],
+                producer=producer,
+                argsrepr=f"({len(ids)} device ids, {dispatched_at!r})",
+            )
     return len(batches)
 
 
@@ -303,13 +337,12 @@ def devices_poll(*, device_ids: Sequence[int], dispatched_at: datetime | str) ->
         plugin_run = run_plugin(
             command, "poll", tasks, poll_batch_timeout(len(tasks)), cwd=settings.BASE_DIR
         )
-        collected_at = timezone.now()
         if plugin_run.error:
             outcome.plugin_errors.append(plugin_run.error)
         for result in plugin_run.succeeded:
             device_id = int(result["request_id"])
             outcome.succeeded.append(device_id)
-            samples.append(Sample(device_id, collected_at, result["data"] or {}))
+            samples.append(Sample(device_id, now, result["data"] or {}))
         _classify(plugin_run, outcome, reasons)
 
     _persist(outcome, samples)

@@ -89,11 +89,11 @@ def make_devices(credential) -> Callable[..., list[Device]]:
         interval: int = 60,
         should_ping: bool = True,
         status: str = DeviceStatus.ACTIVE,
-        next_deadline: datetime | None = None,
+        schedule_anchor: datetime | None = None,
         last_poll_at: datetime | None = None,
     ) -> list[Device]:
         now = timezone.now()
-        deadline = next_deadline if next_deadline is not None else now - timedelta(seconds=1)
+        anchor = schedule_anchor if schedule_anchor is not None else now - timedelta(seconds=1)
         devices = [
             Device(
                 ip=ip,
@@ -104,7 +104,7 @@ def make_devices(credential) -> Callable[..., list[Device]]:
                 credential=credential,
                 polling_interval_seconds=interval,
                 should_ping=should_ping,
-                next_deadline=deadline if status == DeviceStatus.ACTIVE else None,
+                schedule_anchor=anchor if status == DeviceStatus.ACTIVE else None,
                 last_poll_at=last_poll_at,
             )
             for ip in ips

@@ -92,9 +92,11 @@ def test_auto_provision_makes_twenty_active_devices_with_spread_deadlines(
         assert device.credential_id == profile.credential_id
         assert device.polling_interval_seconds == 60
     # And their first deadlines are spread over the interval, not all in one tick
-    offsets = [d.next_deadline.timestamp() - before for d in devices]
-    assert all(-5 < offset < 60 + 5 for offset in offsets)
-    assert len({round(offset) for offset in offsets}) >= 10
+    # (each is its creation time plus its share of the interval; the run took until `after`)
+    after = time.time()
+    anchors = [d.schedule_anchor.timestamp() for d in devices]
+    assert all(before - 1 < anchor < after + 60 for anchor in anchors)
+    assert len({round(anchor) for anchor in anchors}) >= 10
     # And each device has its status event
     assert DeviceEvent.objects.filter(kind="status", to_status="active").count() == 20
     # And each host ran the discovery script exactly once
@@ -127,7 +129,7 @@ def test_without_auto_provision_devices_are_discovered_and_not_scheduled(
     run_profile(profile)
 
     assert (
-        list(Device.objects.values_list("status", "next_deadline"))
+        list(Device.objects.values_list("status", "schedule_anchor"))
         == [(DeviceStatus.DISCOVERED, None)] * 3
     )
 
@@ -484,9 +486,10 @@ def test_a_worker_discovers_twenty_hosts_then_finds_them_again(
         a: hostname_for(a) for a in ADDRESSES
     }
     assert {d["status"] for d in devices["results"]} == {"active"}
-    deadlines = [d.next_deadline.timestamp() - created_at for d in Device.objects.all()]
-    assert all(-5 < offset < 300 + 5 for offset in deadlines)
-    assert len({round(offset) for offset in deadlines}) >= 15
+    finished_at = time.time()
+    anchors = [d.schedule_anchor.timestamp() for d in Device.objects.all()]
+    assert all(created_at - 1 < anchor < finished_at + 300 for anchor in anchors)
+    assert len({round(anchor) for anchor in anchors}) >= 15
     detail = api.get(f"/api/nms/discovery_runs/{first.pk}").json()
     assert {t["outcome"] for t in detail["targets"]} == {"CREATED"}
 

@@ -34,7 +34,8 @@ def test_loopback_answers_and_the_silenced_address_does_not(unreachable_address)
 
 def test_a_thousand_addresses_take_one_run():
     addresses = [f"127.0.{i // 250}.{i % 250 + 1}" for i in range(1000)]
-    result = fping(addresses, FAST)
+    # A retry and a second: a loaded machine may answer one of a thousand after 200 ms
+    result = fping(addresses, FpingOptions(timeout_ms=1000, retries=1, interval_ms=0.5))
     assert result.reachable == set(addresses)
     assert not result.unreachable
 

@@ -70,7 +70,7 @@ def test_threshold_deactivates_resets_the_count_and_records_the_change(make_devi
     assert outcome.deactivated == [device.pk]
     device.refresh_from_db()
     assert device.status == DeviceStatus.INACTIVE
-    assert device.next_deadline is None  # out of the schedule
+    assert device.schedule_anchor is None  # out of the schedule
     assert device.failure_count == 0
     change = DeviceEvent.objects.get(device=device, kind="status")
     assert (change.from_status, change.to_status) == ("active", "inactive")

@@ -112,14 +112,17 @@ def test_discovery_provisioning_and_polling_of_twenty_hosts_deactivates_the_five
         what="the five dead devices to be deactivated",
     )
     for device in Device.objects.filter(pk__in=dying_ids):
-        assert device.next_deadline is None and device.failure_count == 0
+        assert device.schedule_anchor is None and device.failure_count == 0
         assert device.last_poll_success is False
         assert "connection refused" in device.last_poll_error
-        failures = DeviceEvent.objects.filter(device=device, kind="failure")
-        assert failures.filter(occurred_at__gte=stopped_at).count() >= 3
-        assert set(failures.values_list("reason", flat=True)) == {"poll"}
+        # (a loaded machine may have timed out a poll or two before the stop: they count too)
+        failures = DeviceEvent.objects.filter(
+            device=device, kind="failure", occurred_at__gte=stopped_at
+        )
+        assert set(failures.values_list("reason", flat=True)) == {"poll"}  # connection refused
         change = DeviceEvent.objects.filter(device=device, kind="status").latest("occurred_at")
         assert change.to_status == DeviceStatus.INACTIVE
+        assert change.detail.startswith("3 failures within ")  # the threshold
 
     # And the fifteen others are still active and still polled
     deactivated_at = DeviceEvent.objects.filter(kind="status").aggregate(t=Max("occurred_at"))["t"]

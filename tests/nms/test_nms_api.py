@@ -3,7 +3,7 @@ masked in every response, runs and devices' actions; and the operator console's 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -398,7 +398,11 @@ def test_provision_then_deactivate_a_device(api: APIClient, device) -> None:
     assert response.status_code == 200, response.content
     stored = Device.objects.get(pk=device["id"])
     assert stored.status == DeviceStatus.ACTIVE and stored.polling_interval_seconds == 30
-    assert before <= stored.next_deadline <= timezone.now()
+    assert before <= stored.schedule_anchor <= timezone.now()
+    # And the API shows its next deadline on that grid
+    shown = api.get(f"/api/nms/devices/{device['id']}").json()
+    next_deadline = datetime.fromisoformat(shown["next_deadline"])
+    assert next_deadline in (stored.schedule_anchor, stored.schedule_anchor + timedelta(seconds=30))
 
     # When it is deactivated
     response = api.post(f"/api/nms/devices/{device['id']}/deactivate", format="json")
@@ -429,7 +433,7 @@ def test_provision_with_a_bad_interval_gets_400_and_changes_nothing(
     assert response.status_code == 400
     assert "interval" in response.json()
     stored = Device.objects.get(pk=device["id"])
-    assert (stored.status, stored.next_deadline) == (DeviceStatus.DISCOVERED, None)
+    assert (stored.status, stored.schedule_anchor) == (DeviceStatus.DISCOVERED, None)
     assert DeviceEvent.objects.filter(device_id=device["id"]).count() == 1
 
 
@@ -443,7 +447,7 @@ def test_device_deactivate_is_the_health_monitors_entry_point(api: APIClient, de
 
     # Then it is inactive once, with the reason in its one status event
     assert first.status == second.status == DeviceStatus.INACTIVE
-    assert second.next_deadline is None
+    assert second.schedule_anchor is None
     events = DeviceEvent.objects.filter(device_id=device["id"], to_status="inactive")
     assert [e.detail for e in events] == ["3 failures within 300s: ping"]
 
@@ -515,7 +519,7 @@ def test_device_admin_actions_provision_and_deactivate(console: Client, device) 
 
     console.post(url, {"action": "deactivate_devices", "_selected_action": [device["id"]]})
     stored = Device.objects.get(pk=device["id"])
-    assert (stored.status, stored.next_deadline) == (DeviceStatus.INACTIVE, None)
+    assert (stored.status, stored.schedule_anchor) == (DeviceStatus.INACTIVE, None)
     assert "in the admin" in DeviceEvent.objects.filter(to_status="inactive").get().detail
 
 

@@ -217,8 +217,9 @@ def test_each_address_is_a_host_that_can_be_stopped_and_restarted() -> None:
 def test_slow_command_makes_receive_time_out_with_the_wsman_fault(
     emulator: WSManEmulator,
 ) -> None:
-    # Given a host whose commands take 1.5 seconds, and a client with a 1-second OperationTimeout
-    emulator.behaviour("127.0.0.1").output_delay = 1.5
+    # Given a host whose commands take 4 seconds, and a client with a 1-second OperationTimeout
+    # (the delay runs from the command's start: it must outlast a slow machine's next request)
+    emulator.behaviour("127.0.0.1").output_delay = 4.0
     protocol = protocol_for(emulator, read_timeout_sec=5, operation_timeout_sec=1)
     shell_id = protocol.open_shell()
     command_id = protocol.run_command(shell_id, "hostname")

@@ -1,7 +1,7 @@
 """Run the scheduler tick now, or in a loop (an operator's stand-in for beat).
 
-Two runners at once (this and beat, or two of these) are safe: each device is claimed by one of
-them per deadline.
+Two runners at once (this and beat, or two of these) are safe: they claim disjoint windows of
+time, so each deadline of a device is claimed by one of them.
 """
 
 from __future__ import annotations
@@ -30,13 +30,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--duration", type=float, default=None, help="with --loop: stop after this many seconds"
         )
-        parser.add_argument(
-            "--batch", type=int, default=None, help="devices per claim (CENSUS_NMS_TICK_BATCH)"
-        )
 
     def handle(self, *args: object, **options: object) -> None:
         every = float(options["every"] or settings.CENSUS_NMS["TICK_SECONDS"])
-        batch = options["batch"]
         duration = options["duration"]
         stopping = False
 
@@ -49,7 +45,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         while True:
             began = time.monotonic()
-            result = scheduler_tick(batch_size=batch, budget_seconds=every)  # type: ignore[arg-type]
+            result = scheduler_tick()
             if result.claimed or not options["loop"]:
                 self.stdout.write(result.summary())
             if not options["loop"] or stopping:
