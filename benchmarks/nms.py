@@ -407,9 +407,11 @@ def bench_tick(args: argparse.Namespace, results: dict) -> None:
         figure = median_of(runs)
         out[name] = {**figure, "runs": runs}
         parts = ", ".join(f"{k} {v:.3f}" for k, v in figure.items() if k.endswith("_s"))
+        totals = ", ".join(f"{r['total_s']:.2f}" for r in runs)
         say(
             f"{name:20}: {parts}; {int(figure['messages'])} message(s) "
-            f"(median of {args.repeat}; load {load_average()}; cpu probe {cpu_probe():.2f} s)"
+            f"(median of {args.repeat}, totals {totals}; load {load_average()}; "
+            f"cpu probe {cpu_probe():.2f} s)"
         )
     census = out["census_window_claim"]
     out["verdict"] = verdict(census["total_s"] < TICK_TARGET_SECONDS)
