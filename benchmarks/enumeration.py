@@ -851,13 +851,15 @@ def cprofile_run(args: argparse.Namespace, tree: Tree) -> dict:
 
 # --- the benchmarks ----------------------------------------------------------------------------
 def bench_throughput(args: argparse.Namespace, results: dict) -> None:
-    say(f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, two workers ==")
+    say(
+        f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, {args.workers} worker(s) =="
+    )
     tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
     say(
         f"  ground truth (os.scandir walk): {tree.files:,} files + {tree.directories:,} directories"
     )
     floor = floor_run(args, tree)
-    run = census_run(args, tree, "throughput")
+    run = census_run(args, tree, "throughput", workers=args.workers)
     describe(run)
     ratio = run.files_per_s / floor["files_per_s"]
     ok = ratio >= THROUGHPUT_TARGET
@@ -968,6 +970,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--files-per-dir", type=int, default=100, help="files in each directory")
     parser.add_argument(
         "--big-dir-files", type=int, default=200_000, help="files in the rss benchmark's directory"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="throughput: worker processes (the target is for 2)"
     )
     parser.add_argument("--base", type=Path, default=Path("/tmp/census-bench"))
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
