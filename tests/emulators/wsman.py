@@ -26,6 +26,10 @@ Usage::
         emulator.behaviour("127.0.0.1").output_delay = 5.0   # a slow host
 
 Only loopback addresses are accepted: the emulator refuses to listen anywhere else.
+
+From a shell, to try the monitor without Windows machines (README, "Monitoring Windows machines")::
+
+    python -m tests.emulators.wsman 127.0.0.1-127.0.0.20 --port 5985 --password s3cret
 """
 
 from __future__ import annotations
@@ -847,3 +851,49 @@ def running_emulator(
         yield emulator.start(addresses, port)
     finally:
         emulator.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve emulated hosts until interrupted."""
+    import argparse
+    import signal
+
+    from nms.targets import TargetError, expand_targets
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.emulators.wsman",
+        description="Emulated Windows hosts (WS-Management over HTTP) on loopback addresses.",
+    )
+    parser.add_argument("targets", help="loopback addresses: 127.0.0.1-127.0.0.20, a /28, a list")
+    parser.add_argument("--port", type=int, default=5985)
+    parser.add_argument("--username", default="Administrator")
+    parser.add_argument("--password", required=True)
+    args = parser.parse_args(argv)
+    try:
+        addresses = list(expand_targets(args.targets, max_hosts=1024))
+    except TargetError as error:
+        parser.error(str(error))
+    emulator = WSManEmulator(args.username, args.password)
+    try:
+        emulator.start(addresses, args.port)
+    except (OSError, ValueError) as error:
+        emulator.close()
+        parser.error(str(error))
+    print(
+        f"{len(addresses)} emulated Windows host(s) on port {emulator.port}, "
+        f"{addresses[0]} to {addresses[-1]}, user {args.username!r}; Ctrl-C stops them",
+        flush=True,
+    )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
