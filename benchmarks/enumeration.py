@@ -852,7 +852,8 @@ def cprofile_run(args: argparse.Namespace, tree: Tree) -> dict:
 # --- the benchmarks ----------------------------------------------------------------------------
 def bench_throughput(args: argparse.Namespace, results: dict) -> None:
     say(
-        f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, {args.workers} worker(s) =="
+        f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, "
+        f"{args.workers} worker(s) =="
     )
     tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
     say(

@@ -112,7 +112,7 @@ class Batch(Timeline):
             models.Index(
                 fields=["session"], condition=models.Q(pipelined=False), name="batch_unpipelined"
             ),
-            models.Index(fields=["task"]),
+            # (``task`` has the ForeignKey's own index: a second one only cost every insert.)
         ]
         verbose_name_plural = "batches"
 
