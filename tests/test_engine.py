@@ -137,6 +137,104 @@ def test_pipeliner_groups_subdirectories_and_files(tmp_path, settings):
     assert pipeline_advance(session_id=session.pk) == 0
 
 
+def test_small_directories_carry_their_next_stage_in_their_commit(make_tree, settings):
+    # Given a tree of small directories (each fits in one listing batch, so none is staged)
+    settings.CENSUS = {**settings.CENSUS, "CLASSIFICATION_GROUP_SIZE": 40}
+    tree = make_tree(directories=60, files=600)
+    session = enumerate_target(path=tree.root)
+    root_task = Task.objects.get(session=session)
+    # When the root alone is run, then its commit made the next stage and left the Pipeliner
+    # nothing: the Batch is pipelined, and the tasks cover its subdirectories and files
+    task_run(task_id=root_task.pk)
+    root = Batch.objects.get(task=root_task)
+    assert root.pipelined
+    assert pipeline_advance(session_id=session.pk) == 0
+    # And when the session is drained
+    session = drain(session)
+    assert session.status == SessionStatus.COMPLETED
+    assert_matches_ground_truth(session.pk, tree)
+    # Then every FILE record is in exactly one CLASSIFICATION task, by the id it was stored under
+    files = set(
+        TaskOutputRecord.objects.filter(session=session, record_type=RecordType.FILE).values_list(
+            "pk", flat=True
+        )
+    )
+    classified = [
+        record_id
+        for t in Task.objects.filter(session=session, kind=TaskKind.CLASSIFICATION)
+        for record_id in t.payload["record_ids"]
+    ]
+    assert len(classified) == len(set(classified)) and set(classified) == files
+    # And every subdirectory in exactly one enumeration task
+    directories = set(
+        TaskOutputRecord.objects.filter(
+            session=session, record_type=RecordType.DIRECTORY
+        ).values_list("object_key", flat=True)
+    )
+    scanned = [
+        path
+        for t in Task.objects.filter(session=session, kind=TaskKind.DISCOVERY_ENUMERATE).exclude(
+            pk=root_task.pk
+        )
+        for path in t.paths_to_scan
+    ]
+    assert len(scanned) == len(set(scanned)) and set(scanned) == directories
+    assert not Batch.objects.filter(session=session, pipelined=False).exists()
+    assert session.items_processed == session.files_found + session.directories_found
+
+
+def test_a_failed_commit_leaves_neither_records_nor_next_stage(make_tree, monkeypatch):
+    # Given a tree whose root commit fails after the next stage was made in it
+    tree = make_tree(directories=10, files=100)
+    session = enumerate_target(path=tree.root)
+    root_task = Task.objects.get(session=session)
+
+    def refuse(self, **counters):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(SessionState, "process_completed_batches", refuse)
+    # When the root is run, then nothing of its unit is left: no records, no tasks, no Batch
+    task_run(task_id=root_task.pk)
+    assert not TaskOutputRecord.objects.filter(session=session).exists()
+    assert set(Task.objects.filter(session=session)) == {root_task}
+    assert not Batch.objects.filter(session=session).exists()
+    # And once the database is back, a retry lists the root again and the session completes
+    monkeypatch.undo()
+    root_task.refresh_from_db()
+    assert root_task.status == TaskStatus.PENDING
+    session = drain(session)
+    assert session.status == SessionStatus.COMPLETED
+    assert_matches_ground_truth(session.pk, tree)
+
+
+def test_deferred_events_go_out_once_when_the_block_ends_and_only_if_committed():
+    from enumeration.services.events import events_deferred, events_record
+
+    def event(name: str) -> DomainEvent:
+        return DomainEvent(
+            event_type="TaskCreated", aggregate_type="task", aggregate_id=name, payload={}
+        )
+
+    # Given a block in which one transaction commits an event and another rolls its back
+    with events_deferred():
+        with transaction.atomic():
+            events_record([event("kept")])
+        with pytest.raises(RuntimeError), transaction.atomic():
+            events_record([event("rolled back")])
+            raise RuntimeError
+        # Then inside the block the committed event waits
+        kept = DomainEvent.objects.get(aggregate_id="kept")
+        assert kept.dispatched_at is None
+    # And when the block ends it is dispatched, once, and the rolled-back one never existed
+    kept.refresh_from_db()
+    assert kept.dispatched_at is not None and kept.attempts == 1
+    assert not DomainEvent.objects.filter(aggregate_id="rolled back").exists()
+    # And outside a block, an event goes out right after its commit
+    with transaction.atomic():
+        events_record([event("at once")])
+    assert DomainEvent.objects.get(aggregate_id="at once").dispatched_at is not None
+
+
 def test_same_task_run_twice_yields_one_result_set(make_tree):
     tree = make_tree(directories=5, files=30)
     session = enumerate_target(path=tree.root)

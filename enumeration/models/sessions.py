@@ -157,9 +157,17 @@ class SessionState(Timeline):
         )
 
     def process_completed_batches(
-        self, *, batches: int, failed: int, files: int, directories: int, items: int
+        self,
+        *,
+        batches: int,
+        failed: int,
+        files: int,
+        directories: int,
+        items: int,
+        processed: int = 0,
     ) -> None:
-        """Add committed units to the counters, atomically in the database.
+        """Add committed units to the counters, atomically in the database; ``processed`` is
+        what their commit already handed on to the next stage.
 
         Several workers commit units of one session at once, so the counters are moved with
         ``F()`` expressions rather than read-modify-write. Call inside the units' transaction.
@@ -168,6 +176,7 @@ class SessionState(Timeline):
             total_batches=F("total_batches") + batches,
             failed_batches=F("failed_batches") + failed,
             items_found=F("items_found") + items,
+            items_processed=F("items_processed") + processed,
             files_found=F("files_found") + files,
             directories_found=F("directories_found") + directories,
             last_update=timezone.now(),

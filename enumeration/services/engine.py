@@ -8,7 +8,11 @@
 4. Commit the unit: staged rows move to ``task_output_records``, its Batch is written, the
    session's counters move, staging for the unit is emptied: one transaction. Small units
    share that transaction with the next few (a group commit); each is still all or nothing.
-5. Every unit done: empty the task's staging, mark it COMPLETED, run the Pipeliner.
+   On PostgreSQL, units that fit in memory carry their own next stage into that transaction
+   (their subdirectories' and files' tasks, the Batch committed as pipelined): the Pipeliner's
+   work without reading the records back.
+5. Every unit done: empty the task's staging, mark it COMPLETED, run the Pipeliner (for the
+   staged units, and SQLite's).
 """
 
 import io
@@ -21,7 +25,8 @@ import struct
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, models, transaction
@@ -36,6 +41,9 @@ from enumeration.connectors import Entry, UnitUnreadable, connector_for
 from enumeration.connectors.keys import decode_key, encode_key, key_hash
 from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, TaskOutputRecord
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+from enumeration.services.dispatch import tasks_create
+from enumeration.services.events import events_deferred
+from enumeration.services.pipeliner import handed_on, next_stage_tasks, pipeline_advance
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +174,15 @@ def _key_field(raw: bytes) -> bytes:
     return _text_field(encode_key(raw))
 
 
-def _binary_rows(task: Task, groups: list[_RowGroup]) -> bytes:
-    """The rows of ``groups`` (with ``_ROW_COLUMNS`` and the extra column) as binary COPY."""
+def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None = None) -> bytes:
+    """The rows of ``groups`` (with ``_ROW_COLUMNS`` and the extra column) as binary COPY; each
+    row led by the next of ``ids`` when given."""
     out = bytearray(_COPY_HEADER)
     record_types = {t: _text_field(t) for t in RecordType.values}
+    fields = struct.pack(">h", len(_ROW_COLUMNS) + 1 + (ids is not None))
     for group in groups:
         prefix = (
-            struct.pack(">h", len(_ROW_COLUMNS) + 1)
-            + _LEN(16)
+            _LEN(16)
             + task.session_id.bytes
             + _LEN(16)
             + task.pk.bytes
@@ -182,6 +191,9 @@ def _binary_rows(task: Task, groups: list[_RowGroup]) -> bytes:
         extra = group.extra
         suffix = _LEN(16) + extra.bytes if isinstance(extra, uuid.UUID) else _text_field(extra)
         for e in group.entries:
+            out += fields
+            if ids is not None:
+                out += _INT8(8, next(ids))
             out += prefix
             out += record_types[e.record_type]
             # _key_field, inlined for the common case: this loop runs once per entry.
@@ -221,14 +233,32 @@ def _binary_rows(task: Task, groups: list[_RowGroup]) -> bytes:
     return bytes(out)
 
 
-def _copy_rows(table: str, task: Task, extra_column: str, groups: list[_RowGroup]) -> None:
-    """PostgreSQL: COPY entries into ``table`` in the binary format."""
-    columns = ", ".join((*_ROW_COLUMNS, extra_column))
+def _copy_rows(
+    table: str,
+    task: Task,
+    extra_column: str,
+    groups: list[_RowGroup],
+    ids: list[int] | None = None,
+) -> None:
+    """PostgreSQL: COPY entries into ``table`` in the binary format, with their ``ids`` if given
+    (in the order of the groups' entries)."""
+    columns = ", ".join((*(("id",) if ids is not None else ()), *_ROW_COLUMNS, extra_column))
+    rows = _binary_rows(task, groups, None if ids is None else iter(ids))
     with connection.cursor() as cursor:
         cursor.cursor.copy_expert(
-            f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)",
-            io.BytesIO(_binary_rows(task, groups)),
+            f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(rows)
         )
+
+
+def _record_ids_reserve(count: int) -> list[int]:
+    """PostgreSQL: ``count`` new ids of ``task_output_records``, from its own sequence, so that a
+    commit knows its records' ids without reading them back."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [TaskOutputRecord._meta.db_table, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _write_rows(
@@ -236,13 +266,15 @@ def _write_rows(
     task: Task,
     extra_column: str,
     groups: list[_RowGroup],
+    ids: list[int] | None = None,
 ) -> None:
-    """Bulk-write found entries into staging or the output table. Inside a transaction."""
+    """Bulk-write found entries into staging or the output table. Inside a transaction. ``ids``
+    (PostgreSQL only) are the rows' ids, in the order of the groups' entries."""
     groups = [g for g in groups if g.entries]
     if not groups:
         return
     if connection.vendor == "postgresql":
-        _copy_rows(model._meta.db_table, task, extra_column, groups)
+        _copy_rows(model._meta.db_table, task, extra_column, groups, ids)
         return
     model.objects.bulk_create(
         [
@@ -379,6 +411,37 @@ def _insert_batches(batches: list[Batch]) -> None:
         )
 
 
+@dataclass
+class _InCommitStage:
+    ids: list[int] | None = None  # the records' ids, reserved
+    tasks: list[Task] = field(default_factory=list)  # unsaved next-stage tasks
+
+
+def _next_stage_in_commit(task: Task, units: list[ListedUnit]) -> _InCommitStage:
+    """The Pipeliner's work for units committed straight from memory, done in their commit
+    (PostgreSQL): their records' ids are reserved first, so the CLASSIFICATION tasks are made
+    from what is in hand instead of reading the records back, and the batches are committed
+    already pipelined. Elsewhere (SQLite) the Pipeliner does it after the commit."""
+    if connection.vendor != "postgresql" or not units:
+        return _InCommitStage()
+    entries = [e for u in units for e in u.tail]
+    ids = _record_ids_reserve(len(entries)) if entries else []
+    directory_keys = sorted(e.key for e in entries if e.record_type == RecordType.DIRECTORY)
+    file_ids = [i for i, e in zip(ids, entries, strict=True) if e.record_type == RecordType.FILE]
+    for unit in units:
+        unit.batch.pipelined = True
+    return _InCommitStage(
+        ids,
+        list(
+            next_stage_tasks(
+                task.session_id,
+                directory_keys=map(encode_key, directory_keys),
+                file_ids=file_ids,
+            )
+        ),
+    )
+
+
 def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[ListedUnit]) -> None:
     """One transaction for a group of listed units: each unit's records into
     ``task_output_records``, each unit's Batch marker, and the session's counters.
@@ -410,19 +473,23 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
                 batch.found_subdirectories = by_type[RecordType.DIRECTORY]
                 totals.update(by_type)
             direct.append(unit)
+        next_stage = _next_stage_in_commit(task, direct)
         _insert_batches([u.batch for u in direct])
         _write_rows(
             TaskOutputRecord,
             task,
             "batch_id",
             [_RowGroup(u.batch.unit, u.batch.pk, u.tail) for u in direct],
+            next_stage.ids,
         )
+        tasks_create(next_stage.tasks)
         task.session.process_completed_batches(
             batches=len(units),
             failed=failed,
             files=totals[RecordType.FILE],
             directories=totals[RecordType.DIRECTORY],
             items=totals.total(),
+            processed=handed_on(next_stage.tasks),
         )
 
 
@@ -527,7 +594,6 @@ def _finish_task(task: Task, worker_id: str) -> None:
 
 def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOutcome:
     """Run one DISCOVERY_ENUMERATE task to completion. Safe to call for any message, any time."""
-    from enumeration.services.pipeliner import pipeline_advance
     from enumeration.services.sessions import session_refresh_status, task_release_after_error
 
     worker_id = worker_id or worker_identity()
@@ -536,7 +602,9 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
         return RunOutcome("skipped")
     cfg = engine_settings()
     outcome = RunOutcome("completed")
-    with log_context(session_id=task.session_id, task_id=task.pk):
+    # The task's commits make events (TaskCreated, at most SessionFinished): dispatched together
+    # when it ends rather than one round trip after each commit.
+    with log_context(session_id=task.session_id, task_id=task.pk), events_deferred():
         units = sorted(decode_key(path) for path in task.paths_to_scan)
         done = set(
             Batch.objects.filter(
@@ -561,12 +629,15 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
             nonlocal last_pipelined
             _commit_units(task, worker_id, cfg, group)
             outcome.units_committed += len(group)
-            found_subdirectories = any(u.batch.found_subdirectories for u in group)
+            # (units committed straight from memory on PostgreSQL were pipelined in their commit)
+            left_subdirectories = any(
+                u.batch.found_subdirectories and not u.batch.pipelined for u in group
+            )
             group.clear()
             # Subdirectories are work for other workers: hand them on right after the commit,
             # at most every PIPELINE_INTERVAL, so idle workers are not kept waiting for the end
             # of this task. Everything else goes at the end of the task.
-            if found_subdirectories and time.monotonic() - last_pipelined >= PIPELINE_INTERVAL:
+            if left_subdirectories and time.monotonic() - last_pipelined >= PIPELINE_INTERVAL:
                 pipeline_advance(session_id=task.session_id)
                 last_pipelined = time.monotonic()
 

@@ -1,7 +1,9 @@
 """The outbox: domain events written with the change that caused them, dispatched after commit."""
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.db import transaction
@@ -15,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 TASK_CREATED = "TaskCreated"
 SESSION_FINISHED = "SessionFinished"
+DISPATCH_CHUNK = 500
 
 EventHandler = Callable[[dict], None]
 
@@ -23,13 +26,42 @@ def _handlers() -> list[EventHandler]:
     return [import_string(path) for path in getattr(settings, "CENSUS_EVENT_HANDLERS", [])]
 
 
+# Inside `events_deferred`: the ids of the events recorded so far, dispatched when it ends.
+_deferred: ContextVar[list[int] | None] = ContextVar("census_events_deferred", default=None)
+
+
 def events_record(events: Iterable[DomainEvent]) -> list[DomainEvent]:
-    """Write events in the caller's transaction; dispatch them once it commits."""
+    """Write events in the caller's transaction; dispatch them once it commits (or, inside
+    `events_deferred`, when that block ends)."""
     created = DomainEvent.objects.bulk_create(list(events))
     if created:
         ids = [event.pk for event in created if event.pk is not None]
-        transaction.on_commit(lambda: events_dispatch(ids=ids), robust=True)
+        deferred = _deferred.get()
+        if deferred is not None:
+            deferred.extend(ids)
+        else:
+            transaction.on_commit(lambda: events_dispatch(ids=ids), robust=True)
     return created
+
+
+@contextmanager
+def events_deferred() -> Iterator[None]:
+    """Dispatch the events recorded inside the block once, when it ends, instead of after each
+    of its commits (a task that commits many small groups makes many events). The block must
+    not end inside a transaction; events whose transaction rolled back do not exist and are
+    not dispatched. A dispatch that dies here is the periodic sweep's to finish."""
+    ids: list[int] = []
+    token = _deferred.set(ids)
+    try:
+        yield
+    finally:
+        _deferred.reset(token)
+        for start in range(0, len(ids), DISPATCH_CHUNK):
+            try:
+                events_dispatch(ids=ids[start : start + DISPATCH_CHUNK], limit=DISPATCH_CHUNK)
+            except Exception:
+                logger.exception("deferred event dispatch failed; the sweep will retry")
+                break
 
 
 def events_dispatch(*, ids: list[int] | None = None, limit: int = 500) -> int:

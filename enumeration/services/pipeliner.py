@@ -71,26 +71,42 @@ _LATERAL_RECORDS = (
 )
 
 
+def next_stage_tasks(
+    session_id: uuid.UUID, *, directory_keys: Iterable[str], file_ids: Iterable[int]
+) -> Iterator[Task]:
+    """Unsaved next-stage tasks: the subdirectories in DISCOVERY_ENUMERATE tasks of
+    ``PIPELINE_GROUP_SIZE``, then the files in CLASSIFICATION tasks of
+    ``CLASSIFICATION_GROUP_SIZE``. Consumes its iterables lazily."""
+    cfg = engine_settings()
+    for paths in _grouped(directory_keys, cfg.pipeline_group_size):
+        yield _enumerate_task(session_id, paths, cfg.max_attempts)
+    for record_ids in _grouped(file_ids, cfg.classification_group_size):
+        yield _classification_task(session_id, record_ids, cfg.max_attempts)
+
+
+def handed_on(tasks: Iterable[Task]) -> int:
+    """How many committed records these next-stage tasks take on (the session's
+    ``items_processed``)."""
+    return sum(len(t.payload.get("paths_to_scan", t.payload.get("record_ids", ()))) for t in tasks)
+
+
 class _NextStage:
     """The next stage's tasks for some committed batches, made as the records stream by."""
 
     def __init__(self, session_id: uuid.UUID, batch_ids: list[uuid.UUID]) -> None:
         self.session_id = session_id
         self.batch_ids = batch_ids
-        self.handed_on = 0
 
-    def _column(self, record_type: str, column: str, size: int, chunk_size: int) -> Iterator[list]:
-        """One column of the batches' records of one type, in the column's order, in lists of
-        ``size`` values (the last one shorter)."""
+    def _column(self, record_type: str, column: str, chunk_size: int) -> Iterator:
+        """One column of the batches' records of one type, in the column's order."""
         if connection.vendor != "postgresql":
-            yield from _grouped(
+            yield from (
                 TaskOutputRecord.objects.filter(
                     batch_id__in=self.batch_ids, record_type=record_type
                 )
                 .order_by(column)
                 .values_list(column, flat=True)
-                .iterator(chunk_size=chunk_size),
-                size,
+                .iterator(chunk_size=chunk_size)
             )
             return
         sql = _LATERAL_RECORDS.format(
@@ -98,27 +114,17 @@ class _NextStage:
             batches=Batch._meta.db_table,
             records=TaskOutputRecord._meta.db_table,
         )
-        pending: list = []
         with connection.chunked_cursor() as cursor:
             cursor.execute(sql, [record_type, self.batch_ids])
             while rows := cursor.fetchmany(chunk_size):
-                pending.extend(map(_first, rows))
-                while len(pending) >= size:
-                    yield pending[:size]
-                    del pending[:size]
-        if pending:
-            yield pending
+                yield from map(_first, rows)
 
     def tasks(self) -> Iterator[Task]:
-        cfg = engine_settings()
-        for paths in self._column(
-            RecordType.DIRECTORY, "object_key", cfg.pipeline_group_size, 2000
-        ):
-            self.handed_on += len(paths)
-            yield _enumerate_task(self.session_id, paths, cfg.max_attempts)
-        for record_ids in self._column(RecordType.FILE, "id", cfg.classification_group_size, 20000):
-            self.handed_on += len(record_ids)
-            yield _classification_task(self.session_id, record_ids, cfg.max_attempts)
+        return next_stage_tasks(
+            self.session_id,
+            directory_keys=self._column(RecordType.DIRECTORY, "object_key", 2000),
+            file_ids=self._column(RecordType.FILE, "id", 20000),
+        )
 
 
 def _pipeline_round(session_id: uuid.UUID) -> tuple[int, int]:
@@ -132,15 +138,15 @@ def _pipeline_round(session_id: uuid.UUID) -> tuple[int, int]:
         )
         if not batch_ids:
             return 0, 0
-        next_stage = _NextStage(session_id, batch_ids)
-        made = 0
+        made = taken = 0
         # Saved TASKS_PER_INSERT at a time: memory stays bounded however large the batches.
-        for tasks in _grouped(next_stage.tasks(), TASKS_PER_INSERT):
+        for tasks in _grouped(_NextStage(session_id, batch_ids).tasks(), TASKS_PER_INSERT):
             tasks_create(tasks)
             made += len(tasks)
+            taken += handed_on(tasks)
         Batch.objects.filter(pk__in=batch_ids).update(pipelined=True)
         SessionState.objects.filter(pk=session_id).update(
-            items_processed=F("items_processed") + next_stage.handed_on,
+            items_processed=F("items_processed") + taken,
             last_update=timezone.now(),
         )
     return len(batch_ids), made
