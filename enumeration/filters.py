@@ -45,8 +45,9 @@ class TaskFilterSet(filters.FilterSet):
 class TaskOutputRecordFilterSet(filters.FilterSet):
     """``object_key`` filters compare the stored lossless key (``base64:...`` for non-UTF-8)."""
 
-    session = filters.UUIDFilter(field_name="session_id", label="Session id")
-    # Through the Batch (the same task): the output table has no index of its own on task_id.
+    # Through the Batch (the same session and task): the output table has no index of its own on
+    # session_id or task_id.
+    session = filters.UUIDFilter(field_name="batch__session_id", label="Session id")
     task = filters.UUIDFilter(field_name="batch__task_id", label="Task id")
     batch = filters.UUIDFilter(field_name="batch_id", label="Batch id")
 

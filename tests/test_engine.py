@@ -235,6 +235,33 @@ def test_deferred_events_go_out_once_when_the_block_ends_and_only_if_committed()
     assert DomainEvent.objects.get(aggregate_id="at once").dispatched_at is not None
 
 
+def test_a_second_copy_of_a_committed_record_is_refused_by_constraint(make_tree):
+    from django.db import IntegrityError
+
+    # Given a committed session
+    tree = make_tree(directories=5, files=20)
+    session = drain(enumerate_target(path=tree.root))
+    record = TaskOutputRecord.objects.filter(session=session, record_type=RecordType.FILE).first()
+    batch = record.batch
+    # Then the same object cannot be written again under its unit's Batch
+    copy = TaskOutputRecord(
+        **{
+            f.attname: getattr(record, f.attname)
+            for f in TaskOutputRecord._meta.concrete_fields
+            if f.attname != "id"
+        }
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        copy.save()
+    # And its unit cannot get a second Batch in the session to write it under
+    second = Batch(
+        session_id=session.pk, task_id=batch.task_id, unit=batch.unit, unit_hash=batch.unit_hash
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        second.save()
+    assert TaskOutputRecord.objects.filter(object_key_hash=record.object_key_hash).count() == 1
+
+
 def test_same_task_run_twice_yields_one_result_set(make_tree):
     tree = make_tree(directories=5, files=30)
     session = enumerate_target(path=tree.root)

@@ -149,7 +149,7 @@ class Batch(Timeline):
 class OutputColumns(models.Model):
     """The columns a found object has, in staging and in the permanent table alike."""
 
-    # Indexed by the subclasses' own keys: (session, hash) and (task, ...) lead with these.
+    # Not indexed here: the subclasses' own keys, (batch, hash) and (task, ...), serve them.
     # No foreign-key constraints in the database on these bulk tables: rows are written by COPY
     # in the transaction that writes (or holds) their parents, deletes cascade through the ORM,
     # and the checks cost more per row than the write itself (docs/benchmarks.md).
@@ -177,22 +177,33 @@ class OutputColumns(models.Model):
 
 
 class TaskOutputRecord(OutputColumns):
-    """What a task found, committed. Unique per session by the object's key hash."""
+    """What a task found, committed: once per session, by constraint.
+
+    The unique key is (batch, key hash), and a Batch is unique per session and unit
+    (``batch_unit_once``). An object's key names its unit (its parent directory, or prefix, or
+    schema), so it can only be committed under that unit's one Batch of the session: the two keys
+    together make a second copy of a record impossible, as (session, key hash) did, with one
+    index fewer per row (the same key serves "the records of a batch").
+    """
 
     batch = models.ForeignKey(
-        Batch, on_delete=models.CASCADE, related_name="records", db_constraint=False
+        Batch,
+        on_delete=models.CASCADE,
+        related_name="records",
+        db_index=False,
+        db_constraint=False,
     )
 
     class Meta:
         db_table = "task_output_records"
         constraints = [
             models.UniqueConstraint(
-                fields=["session", "object_key_hash"], name="output_record_once"
+                fields=["batch", "object_key_hash"], name="output_record_once_per_batch"
             )
         ]
-        # No index on ``task``: every record's Batch belongs to the same task, so "the records
-        # of a task" is found through ``batch`` (indexed here) and Batch's own ``task`` index. One
-        # B-tree insert less per record (docs/benchmarks.md).
+        # Two indexes per row, the primary key and the key above: each index on this table cost
+        # about a fifth of a million-file run (docs/benchmarks.md). The records of a task or a
+        # session are found through their batches (Batch has both indexes).
 
     def __str__(self) -> str:
         return self.object_key
