@@ -20,7 +20,7 @@ from enumeration.choices import (
     TaskKind,
     TaskStatus,
 )
-from enumeration.connectors.keys import decode_key, display_key
+from enumeration.connectors.keys import RAW_PREFIX, decode_key, display_key
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 from enumeration.selectors import session_task_counts
 
@@ -177,7 +177,7 @@ class PathField(serializers.CharField):
 
     def to_internal_value(self, data: object) -> str | bytes:
         text = super().to_internal_value(data)
-        if text.startswith("base64:"):
+        if text.startswith(RAW_PREFIX):
             # The lossless form of a location, as this API returns it for non-UTF-8 paths.
             try:
                 return decode_key(text)

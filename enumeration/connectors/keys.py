@@ -8,22 +8,23 @@ bytes in base64. Absolute paths start with ``/``, so the two forms cannot be con
 import base64
 import hashlib
 
-_RAW_PREFIX = "base64:"
+# The mark of a key stored as base64 (its raw bytes are not UTF-8, or start with this mark).
+RAW_PREFIX = "base64:"
 
 
 def encode_key(raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return _RAW_PREFIX + base64.b64encode(raw).decode("ascii")
-    if text.startswith(_RAW_PREFIX):
-        return _RAW_PREFIX + base64.b64encode(raw).decode("ascii")
+        return RAW_PREFIX + base64.b64encode(raw).decode("ascii")
+    if text.startswith(RAW_PREFIX):
+        return RAW_PREFIX + base64.b64encode(raw).decode("ascii")
     return text
 
 
 def decode_key(text: str) -> bytes:
-    if text.startswith(_RAW_PREFIX):
-        return base64.b64decode(text[len(_RAW_PREFIX) :], validate=True)
+    if text.startswith(RAW_PREFIX):
+        return base64.b64decode(text[len(RAW_PREFIX) :], validate=True)
     return text.encode("utf-8")
 
 

@@ -39,7 +39,7 @@ from config.logging import log_context
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
 from enumeration.conf import EngineSettings, engine_settings
 from enumeration.connectors import Entry, UnitUnreadable, connector_for
-from enumeration.connectors.keys import decode_key, encode_key, key_hash
+from enumeration.connectors.keys import RAW_PREFIX, decode_key, encode_key, key_hash
 from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, TaskOutputRecord
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
 from enumeration.services.dispatch import tasks_create
@@ -160,7 +160,7 @@ _HASH_LEN = _LEN(32)
 _EMPTY_JSONB = _LEN(3) + b"\x01{}"
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_RAW_PREFIX = b"base64:"
+_RAW_PREFIX = RAW_PREFIX.encode()
 
 
 def _text_field(value: str) -> bytes:

@@ -64,7 +64,7 @@ def events_deferred() -> Iterator[None]:
                 break
 
 
-def events_dispatch(*, ids: list[int] | None = None, limit: int = 500) -> int:
+def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK) -> int:
     """Hand undispatched events to the handlers, each event at most once.
 
     An event is claimed by the one UPDATE that stamps ``dispatched_at``, so concurrent
