@@ -145,6 +145,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # what brings back the work of a lost worker, long before this.
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
+# Celery's Django fix-up closes every database connection before and after each task, whatever
+# CONN_MAX_AGE says (celery#9824 reverted its support), so each task paid a new PostgreSQL
+# backend and its cold caches. A reuse count no worker reaches turns that off; config/celery.py
+# gives tasks Django's own request lifecycle instead (CONN_MAX_AGE and CONN_HEALTH_CHECKS).
+CELERY_DB_REUSE_MAX = 2**62
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -1,5 +1,7 @@
 """Real `celery worker` processes on PostgreSQL and Redis: two workers, a SIGKILL in the middle of
-a directory, a message delivered twice, and a broker that restarts empty mid-run.
+a directory, a message delivered twice, a broker that restarts empty mid-run, and a worker's
+database connection: kept from task to task (config/celery.py), and closed under it by the
+database. ``pg_terminate_backend`` plays the database restart: it is what a client sees of one.
 
 The test process plays beat: it runs the Reaper every second, as the periodic job would.
 """
@@ -10,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from enumeration.choices import BatchStatus, SessionStatus
+from enumeration.choices import BatchStatus, SessionStatus, TaskKind
 from enumeration.connectors.keys import encode_key
 from enumeration.models import Batch, SessionState, Task
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
@@ -189,3 +192,88 @@ def test_broker_restart_mid_run_completes_exactly(
     assert session.completed_at <= timezone.now()
     for worker in workers:
         assert worker.proc.poll() is None, f"{worker.name} died with the broker"
+
+
+def other_backends() -> dict[int, object]:
+    """The test database's other connections (the workers'): pid -> when it started."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return dict(cursor.fetchall())
+
+
+def terminate_other_backends() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def enumeration_tasks(session) -> list[Task]:
+    return list(Task.objects.filter(session=session, kind=TaskKind.DISCOVERY_ENUMERATE))
+
+
+def test_a_worker_keeps_its_connection_from_one_task_to_the_next(
+    make_tree, start_worker, fast_engine
+):
+    # Given one worker that has run a session, and a second tree of many tasks
+    first = make_tree("first", directories=20, files=100)
+    second = make_tree("second", directories=300, files=600)
+    start_worker("w1", env=FAST_LEASE)
+    assert wait_for_session(enumerate_target(path=first.root).pk).status == "COMPLETED"
+    before = other_backends()
+    assert before, "the worker closed its connection after its task"
+    # When it runs the second session
+    session = wait_for_session(enumerate_target(path=second.root).pk)
+    # Then every one of those tasks ran on the connection it already had
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert len(enumeration_tasks(session)) >= 5
+    assert other_backends() == before
+
+
+def test_a_connection_the_database_dropped_between_tasks_is_replaced_before_use(
+    make_tree, start_worker, fast_engine
+):
+    # Given a worker whose kept connection the database then closes, as a restart would
+    first = make_tree("first", directories=20, files=100)
+    second = make_tree("second", directories=200, files=400)
+    worker = start_worker("w1", env=FAST_LEASE)
+    assert wait_for_session(enumerate_target(path=first.root).pk).status == "COMPLETED"
+    assert terminate_other_backends() >= 1
+    # When it is given new work
+    session = wait_for_session(enumerate_target(path=second.root).pk)
+    # Then the dead connection was noticed and replaced before use: no task failed, in Celery
+    # (where a failed first query would end it) or in the engine, and none was retried
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert_matches_ground_truth(session.pk, second)
+    assert {t.attempts for t in enumeration_tasks(session)} == {1}
+    assert "raised unexpected" not in worker.output()
+    assert "task failed" not in worker.output()
+
+
+def test_connections_dropped_in_the_middle_of_a_run_lose_nothing(
+    make_tree, start_worker, fast_engine
+):
+    # Given two workers enumerating a tree in tasks of 10 directories (many small commits)
+    tree = make_tree(directories=1000, files=8000)
+    for name in ("w1", "w2"):
+        start_worker(name, env={**FAST_LEASE, "CENSUS_PIPELINE_GROUP_SIZE": "10"})
+    session = enumerate_target(path=tree.root)
+    dropped: list[int] = []
+
+    def drop_connections(s) -> None:
+        # When the database closes every worker connection, twice, while tasks are running
+        if len(dropped) < 2 and s.total_batches >= 100 + 200 * len(dropped):
+            dropped.append(terminate_other_backends())
+
+    reaped = ReapResult()
+    session = wait_for_session(session.pk, on_tick=drop_connections, reaped=reaped)
+    # Then the run completes with exactly the ground truth
+    assert len(dropped) == 2, "the run ended before the connections could be dropped"
+    assert sum(dropped) >= 1
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert_matches_ground_truth(session.pk, tree)
