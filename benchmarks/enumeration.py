@@ -741,8 +741,8 @@ def _categorise(stack: str, leaf: str, copy_leaves: tuple[str, ...]) -> str:
         return "other SQL statement round trips"
     if "list_unit" in stack:
         return "listing: scandir, stat, hashing, Entry"
-    if leaf.startswith(("_copy_rows ", "_csv_into ")):
-        return "building the COPY text"
+    if leaf.startswith(("_binary_rows ", "_copy_rows ", "_text_field ", "_key_field ")):
+        return "building the COPY rows"
     return "other Python (ORM, engine, Celery, logging)"
 
 

@@ -5,6 +5,7 @@ import os
 from datetime import timedelta
 
 import pytest
+import redis
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,6 +20,7 @@ from enumeration.models import (
     TaskOutputRecord,
 )
 from enumeration.services import engine
+from enumeration.services.dispatch import waiting_messages
 from enumeration.services.engine import LeaseLost, task_claim, task_run
 from enumeration.services.inprocess import session_drain
 from enumeration.services.pipeliner import pipeline_advance
@@ -31,6 +33,7 @@ from enumeration.services.sessions import (
     task_requeue,
     tasks_reap,
 )
+from enumeration.tasks import run_enumeration_task
 from tests.fixtures.trees import assert_matches_ground_truth
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -352,6 +355,63 @@ def test_worker_start_up_resends_only_what_waited_too_long(tmp_path):
     SessionState.objects.filter(pk=session.pk).update(last_update=an_hour_ago)
     sessions_resume_active()
     assert Task.objects.get(session=session).enqueued_at > timezone.now() - timedelta(minutes=1)
+
+
+def _unclaimed_for(session: SessionState, seconds: float) -> None:
+    Task.objects.filter(session=session).update(
+        enqueued_at=timezone.now() - timedelta(seconds=seconds)
+    )
+
+
+def test_reaper_resends_after_a_lease_a_task_whose_message_no_queue_holds(tmp_path, broker_url):
+    # Given a task unclaimed for longer than a lease, not yet RESEND_AFTER, its message queued
+    session = enumerate_target(path=tmp_path)
+    cfg = engine.engine_settings()
+    assert cfg.lease < cfg.resend_after
+    assert waiting_messages() == 1
+    _unclaimed_for(session, cfg.lease.total_seconds() + 5)
+    # While its message waits in the queue, it is trusted to be delivered
+    assert tasks_reap().resent == 0
+    # When the queue has lost it (as to a worker killed between receiving and claiming)
+    redis.Redis.from_url(broker_url).flushdb()
+    assert waiting_messages() == 0
+    # Then the Reaper sends it again at once, and once
+    assert tasks_reap().resent == 1
+    assert waiting_messages() == 1
+    assert tasks_reap().resent == 0
+    # And a task unclaimed for less than a lease is left alone even with nothing queued
+    redis.Redis.from_url(broker_url).flushdb()
+    _unclaimed_for(session, cfg.lease.total_seconds() - 5)
+    assert tasks_reap().resent == 0
+
+
+def test_reaper_with_the_broker_down_keeps_to_resend_after_and_still_requeues(tmp_path):
+    # Given a task unclaimed for longer than a lease, and another whose lease expired
+    (tmp_path / "a").mkdir()
+    waiting = enumerate_target(path=tmp_path)
+    cfg = engine.engine_settings()
+    _unclaimed_for(waiting, cfg.lease.total_seconds() + 5)
+    running = enumerate_target(path=tmp_path / "a")
+    running_task = Task.objects.get(session=running)
+    assert task_claim(task_id=running_task.pk, worker_id="gone") is not None
+    Task.objects.filter(pk=running_task.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    # When the broker cannot be reached (nothing listens on port 1 of loopback)
+    app = run_enumeration_task.app
+    urls = app.conf.broker_read_url, app.conf.broker_write_url
+    app.conf.broker_read_url = app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    app._after_fork()
+    try:
+        assert waiting_messages() is None
+        result = tasks_reap()
+    finally:
+        app.conf.broker_read_url, app.conf.broker_write_url = urls
+        app._after_fork()
+    # Then nothing is re-sent on a guess, and the expired lease is still returned to the queue
+    assert result.resent == 0
+    assert result.requeued == 1
+    assert Task.objects.get(pk=running_task.pk).status == TaskStatus.PENDING
 
 
 def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_it(tmp_path):

@@ -9,9 +9,11 @@ The test process plays beat: it runs the Reaper every second, as the periodic jo
 import contextlib
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from django.db import connection
 from django.utils import timezone
 
@@ -192,6 +194,29 @@ def test_broker_restart_mid_run_completes_exactly(
     assert session.completed_at <= timezone.now()
     for worker in workers:
         assert worker.proc.poll() is None, f"{worker.name} died with the broker"
+
+
+def test_a_message_lost_with_a_worker_is_sent_again_after_a_lease_not_resend_after(
+    make_tree, start_worker, broker_url, settings
+):
+    # Given a session whose first message the queue no longer holds, as when the worker that
+    # received it was killed before it claimed the task (the broker keeps such a delivery
+    # unacknowledged for its visibility timeout, an hour), and a RESEND_AFTER of ten minutes
+    settings.CENSUS = {**settings.CENSUS, "LEASE_SECONDS": 3, "RESEND_AFTER_SECONDS": 600}
+    tree = make_tree(directories=30, files=300)
+    session = enumerate_target(path=tree.root)
+    redis.Redis.from_url(broker_url).flushdb()
+    # When a worker is there and the Reaper runs every second, as beat would
+    start_worker("w1", env={"CENSUS_LEASE_SECONDS": "3", "CENSUS_RESEND_AFTER_SECONDS": "600"})
+    started = time.monotonic()
+    session = wait_for_session(session.pk, timeout=60)
+    # Then the task was sent again once its lease had passed (by the Reaper, or by the worker's
+    # start-up, which resumes active sessions by the same rule), and the run completed exactly
+    root = Task.objects.filter(session=session).earliest("created_at")
+    assert root.enqueued_at > root.created_at + timedelta(seconds=3)
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert_matches_ground_truth(session.pk, tree)
+    assert time.monotonic() - started < 30
 
 
 def other_backends() -> dict[int, object]:

@@ -27,6 +27,27 @@ def _send(task_ids: list[str]) -> None:
             logger.warning("could not send task %s to the broker", task_id, exc_info=True)
 
 
+def waiting_messages() -> int | None:
+    """How many wake-up calls wait in the broker's queue for enumeration tasks; None when the
+    broker cannot be asked. Messages a worker has received and not acknowledged do not count."""
+    from enumeration.tasks import run_enumeration_task
+
+    app = run_enumeration_task.app
+    queue = app.amqp.router.route({}, run_enumeration_task.name)["queue"].name
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            try:
+                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except conn.channel_errors as exc:
+                if str(getattr(exc, "reply_code", "")) == "404":  # AMQP's NOT_FOUND
+                    return 0  # no such queue: Redis drops a queue's list once it is empty
+                raise
+    except Exception:
+        logger.warning("could not ask the broker how many messages wait", exc_info=True)
+        return None
+
+
 def tasks_enqueue_on_commit(task_ids: Iterable[uuid.UUID | str]) -> None:
     ids = [str(task_id) for task_id in task_ids]
     if ids:

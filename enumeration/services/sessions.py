@@ -23,7 +23,12 @@ from enumeration.models import (
     Task,
 )
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
-from enumeration.services.dispatch import RUNNABLE_KINDS, tasks_create, tasks_enqueue_on_commit
+from enumeration.services.dispatch import (
+    RUNNABLE_KINDS,
+    tasks_create,
+    tasks_enqueue_on_commit,
+    waiting_messages,
+)
 from enumeration.services.events import SESSION_FINISHED, events_record
 
 logger = logging.getLogger(__name__)
@@ -274,23 +279,35 @@ def _retry_failed_units(session: SessionState) -> int:
     return len(units)
 
 
-def _waiting_too_long(now: datetime) -> Q:
-    """Pending tasks whose message may be lost: unclaimed past RESEND_AFTER in a session that has
-    not moved for as long. A session that is moving has a queue that is moving: re-sending its
-    backlog would only make duplicates (harmless, but each costs a claim attempt)."""
-    cutoff = now - engine_settings().resend_after
-    return (Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True)) & Q(
+def _message_maybe_lost(now: datetime, *, queue_empty: bool) -> Q:
+    """Pending tasks whose message may be lost, to be sent again.
+
+    - Unclaimed past RESEND_AFTER in a session that has not moved for as long. A session that
+      is moving has a queue that is moving: re-sending its backlog would only make duplicates
+      (harmless, but each costs a claim attempt).
+    - With nothing waiting in the broker's queue (``queue_empty``), unclaimed for longer than a
+      lease: a worker that received its message would have claimed it by then. Its message died
+      with a worker killed between receiving and claiming (an unacknowledged delivery comes back
+      only after the broker's visibility timeout, an hour), or with the broker.
+    """
+    cfg = engine_settings()
+    cutoff = now - cfg.resend_after
+    maybe_lost = (Q(enqueued_at__lt=cutoff) | Q(enqueued_at__isnull=True)) & Q(
         session__last_update__lt=cutoff
     )
+    if queue_empty:
+        maybe_lost |= Q(enqueued_at__lt=now - cfg.lease) | Q(enqueued_at__isnull=True)
+    return maybe_lost
 
 
-def _resend_pending(session_id: uuid.UUID, *, only_waiting_too_long: bool) -> int:
+def _resend_pending(session_id: uuid.UUID, *, maybe_lost: Q | None) -> int:
+    """Send the session's pending tasks again: all of them, or those ``maybe_lost`` selects."""
     now = timezone.now()
     pending = Task.objects.filter(
         session_id=session_id, kind__in=RUNNABLE_KINDS, status=TaskStatus.PENDING
     )
-    if only_waiting_too_long:
-        pending = pending.filter(_waiting_too_long(now))
+    if maybe_lost is not None:
+        pending = pending.filter(maybe_lost)
     ids = list(pending.values_list("pk", flat=True))
     Task.objects.filter(pk__in=ids).update(enqueued_at=now)
     tasks_enqueue_on_commit(ids)
@@ -308,6 +325,11 @@ def resume_target(
     """
     from enumeration.services.pipeliner import pipeline_advance
 
+    maybe_lost = (
+        _message_maybe_lost(timezone.now(), queue_empty=waiting_messages() == 0)
+        if only_waiting_too_long
+        else None
+    )
     with transaction.atomic():
         session = SessionState.objects.select_for_update().get(pk=session_id)
         if session.status == SessionStatus.COMPLETED:
@@ -317,7 +339,7 @@ def resume_target(
             session.mark_in_progress()
             session.save()
             retried = _retry_failed_units(session)
-        resent = _resend_pending(session.pk, only_waiting_too_long=only_waiting_too_long)
+        resent = _resend_pending(session.pk, maybe_lost=maybe_lost)
     logger.info(
         "session resumed: %d failed units retried, %d pending tasks sent again",
         retried,
@@ -379,6 +401,8 @@ class ReapResult:
 def tasks_reap(*, limit: int = 500) -> ReapResult:
     """The Reaper: requeue tasks whose lease expired, fail those past their attempt limit, and
     re-send tasks left waiting unclaimed too long (their message may have died with the broker)."""
+    # The broker is asked first, outside the transaction that holds the rows.
+    queue_empty = waiting_messages() == 0
     now = timezone.now()
     result = ReapResult()
     touched: set[uuid.UUID] = set()
@@ -402,7 +426,11 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
             result.requeued += 1
         stale = list(
             Task.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(_waiting_too_long(now), status=TaskStatus.PENDING, kind__in=RUNNABLE_KINDS)
+            .filter(
+                _message_maybe_lost(now, queue_empty=queue_empty),
+                status=TaskStatus.PENDING,
+                kind__in=RUNNABLE_KINDS,
+            )
             .values_list("pk", flat=True)[:limit]
         )
         Task.objects.filter(pk__in=stale).update(enqueued_at=now)
