@@ -171,6 +171,12 @@ CENSUS = {
     "RESEND_AFTER_SECONDS": env.int("CENSUS_RESEND_AFTER_SECONDS", default=120),
     # An IN_PROGRESS session with no progress this long is STALLED, and an alert is logged.
     "STALL_SECONDS": env.int("CENSUS_STALL_SECONDS", default=900),
+    # Retention (beat, daily): finished sessions completed more than this many days ago are
+    # deleted, each target's SESSION_RETENTION_KEEP newest kept whatever their age; 0 keeps
+    # every session. RETENTION_CHUNK output records are deleted per transaction.
+    "SESSION_RETENTION_DAYS": env.int("CENSUS_SESSION_RETENTION_DAYS", default=0),
+    "SESSION_RETENTION_KEEP": env.int("CENSUS_SESSION_RETENTION_KEEP", default=1),
+    "RETENTION_CHUNK": env.int("CENSUS_RETENTION_CHUNK", default=10000),
     # Test hook: "<directory name>:<batches before pausing>:<seconds>" pauses one listing once.
     "TEST_PAUSE_LISTING": env.str("CENSUS_TEST_PAUSE_LISTING", default=""),
 }

@@ -29,6 +29,11 @@ from enumeration.filters import (
     TaskOutputRecordFilterSet,
 )
 from enumeration.models import Batch, DomainEvent, ScanTarget, SessionState, Task, TaskOutputRecord
+from enumeration.services.retention import (
+    SessionNotFinished,
+    purge_sessions_soon,
+    session_purge_start,
+)
 from enumeration.services.sessions import SessionConflict, resume_target, task_requeue
 
 
@@ -203,7 +208,7 @@ class SessionStateAdmin(IdSearchAdmin, ReadOnlyAdmin):
     list_select_related = ("target",)
     search_fields = ("target__location", "target__name")
     search_help_text = "A session id, or part of the target's location or name."
-    actions = ("resume_sessions",)
+    actions = ("resume_sessions", "delete_sessions")
     fieldsets = (
         (None, {"fields": ("id", "target", "source_type", "status", "failure_reason", "config")}),
         (
@@ -219,7 +224,18 @@ class SessionStateAdmin(IdSearchAdmin, ReadOnlyAdmin):
                 )
             },
         ),
-        ("Timeline", {"fields": ("created_at", "started_at", "completed_at", "last_update")}),
+        (
+            "Timeline",
+            {
+                "fields": (
+                    "created_at",
+                    "started_at",
+                    "completed_at",
+                    "last_update",
+                    "purge_started_at",
+                )
+            },
+        ),
         ("Work", {"fields": ("work",)}),
     )
     readonly_fields = ("work",)
@@ -248,6 +264,27 @@ class SessionStateAdmin(IdSearchAdmin, ReadOnlyAdmin):
                 refused.append(f"Session {session_id} no longer exists.")
             else:
                 done.append(f"Session {session_id} resumed; it is now {session.status}.")
+        _report(request, self, done, refused)
+
+    def has_purge_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("enumeration.delete_sessionstate")
+
+    @admin.action(
+        description="Delete selected finished sessions with their records", permissions=["purge"]
+    )
+    def delete_sessions(self, request: HttpRequest, queryset: QuerySet[SessionState]) -> None:
+        # Marked here, deleted in chunks by a worker: a session of a million records is too
+        # large for one request or one transaction (enumeration/services/retention.py).
+        done, refused = [], []
+        for session_id in queryset.values_list("pk", flat=True):
+            try:
+                session_purge_start(session_id=session_id)
+            except SessionNotFinished as exc:
+                refused.append(str(exc))
+            else:
+                done.append(f"Session {session_id} is being deleted.")
+        if done:
+            purge_sessions_soon()
         _report(request, self, done, refused)
 
 

@@ -7,4 +7,5 @@ PERIODIC_JOBS = (
     PeriodicJob("census: pipeliner safety net", "enumeration.tasks.pipeline_sweep", 30),
     PeriodicJob("census: stalled sessions", "enumeration.tasks.detect_stalled_sessions", 60),
     PeriodicJob("census: outbox dispatch", "enumeration.tasks.dispatch_events", 30),
+    PeriodicJob("census: session retention", "enumeration.tasks.purge_sessions", 86400),
 )

@@ -6,7 +6,7 @@ says so (a claim, a status guard, ``SKIP LOCKED``).
 
 from celery import shared_task
 
-from enumeration.services import engine, events, pipeliner, sessions
+from enumeration.services import engine, events, pipeliner, retention, sessions
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -38,3 +38,9 @@ def dispatch_events() -> int:
 @shared_task(ignore_result=True)
 def resume_active_sessions() -> int:
     return sessions.sessions_resume_active()
+
+
+@shared_task(ignore_result=True)
+def purge_sessions() -> dict:
+    result = retention.sessions_purge_expired()
+    return {"sessions": result.sessions, "records": result.records, "unfinished": result.unfinished}

@@ -119,7 +119,7 @@ class SessionCountersSerializer(serializers.ModelSerializer):
 class SessionTimelineSerializer(serializers.ModelSerializer):
     class Meta:
         model = SessionState
-        fields = ("created_at", "started_at", "completed_at", "last_update")
+        fields = ("created_at", "started_at", "completed_at", "last_update", "purge_started_at")
         read_only_fields = fields
 
 

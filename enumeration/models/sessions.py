@@ -96,6 +96,10 @@ class SessionState(Timeline):
     # Options of the run (batch sizes and the like). Never credentials.
     config = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when retention (or an operator) starts deleting a finished session, which then goes
+    # chunk by chunk and may be interrupted: a marked session is being deleted, may already
+    # miss records, cannot be resumed, and is finished by the next retention run.
+    purge_started_at = models.DateTimeField(null=True, blank=True)
 
     # SessionMetrics.
     total_batches = models.PositiveBigIntegerField(default=0)

@@ -151,17 +151,19 @@ class OutputColumns(models.Model):
 
     # Not indexed here: the subclasses' own keys, (batch, hash) and (task, ...), serve them.
     # No foreign-key constraints in the database on these bulk tables: rows are written by COPY
-    # in the transaction that writes (or holds) their parents, deletes cascade through the ORM,
-    # and the checks cost more per row than the write itself (docs/benchmarks.md).
+    # in the transaction that writes (or holds) their parents, and the checks cost more per row
+    # than the write itself (docs/benchmarks.md). Deletes cascade through the ORM only along an
+    # indexed key (a record's batch, a staged row's task): a cascade along these two would be a
+    # scan of the whole table for every session or task deleted.
     session = models.ForeignKey(
         SessionState,
-        on_delete=models.CASCADE,
+        on_delete=models.DO_NOTHING,
         related_name="+",
         db_index=False,
         db_constraint=False,
     )
     task = models.ForeignKey(
-        Task, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+        Task, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
     record_type = models.CharField(max_length=16, choices=RecordType.choices)
     container = models.TextField()
@@ -217,6 +219,9 @@ class StagedOutputRecord(OutputColumns):
     comes back empty and the interrupted unit is simply listed again.
     """
 
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     unit_hash = models.CharField(max_length=32)
 
     class Meta:

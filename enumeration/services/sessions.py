@@ -332,6 +332,8 @@ def resume_target(
     )
     with transaction.atomic():
         session = SessionState.objects.select_for_update().get(pk=session_id)
+        if session.purge_started_at is not None:
+            raise SessionConflict(f"Session {session.pk} is being deleted; start a new one.")
         if session.status == SessionStatus.COMPLETED:
             raise SessionConflict(f"Session {session.pk} is already COMPLETED; start a new one.")
         retried = 0

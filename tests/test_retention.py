@@ -1,0 +1,209 @@
+"""Retention: finished sessions deleted in chunks, each target's newest kept, a half-done deletion
+finished by the next run, and nothing reached by a scan of the whole output table."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from enumeration.choices import SessionStatus
+from enumeration.models import (
+    Batch,
+    SessionState,
+    StagedOutputRecord,
+    Task,
+    TaskOutputRecord,
+)
+from enumeration.services.inprocess import session_drain
+from enumeration.services.retention import (
+    SessionNotFinished,
+    session_purge,
+    session_purge_start,
+    sessions_expired,
+    sessions_purge_expired,
+    sessions_purge_marked,
+)
+from enumeration.services.sessions import SessionConflict, enumerate_target, resume_target
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_share(base: Path, name: str, directories: int = 5, files: int = 4) -> Path:
+    root = base / name
+    for d in range(directories):
+        (root / f"d{d}").mkdir(parents=True)
+        for f in range(files):
+            (root / f"d{d}" / f"f{f}.txt").touch()
+    return root
+
+
+def finished(root: Path, *, days_ago: float = 0) -> SessionState:
+    session = session_drain(session_id=enumerate_target(path=str(root)).pk, idle_sleep=0)
+    assert session.status == SessionStatus.COMPLETED
+    if days_ago:
+        SessionState.objects.filter(pk=session.pk).update(
+            completed_at=timezone.now() - timedelta(days=days_ago)
+        )
+    return session
+
+
+def rows_of(session: SessionState) -> dict[str, int]:
+    return {
+        "records": TaskOutputRecord.objects.filter(session_id=session.pk).count(),
+        "batches": Batch.objects.filter(session_id=session.pk).count(),
+        "tasks": Task.objects.filter(session_id=session.pk).count(),
+        "staged": StagedOutputRecord.objects.filter(session_id=session.pk).count(),
+        "session": SessionState.objects.filter(pk=session.pk).count(),
+    }
+
+
+GONE = {"records": 0, "batches": 0, "tasks": 0, "staged": 0, "session": 0}
+
+
+def test_retention_deletes_old_finished_sessions_and_keeps_each_targets_newest(tmp_path, settings):
+    # Given a target with three finished sessions, 100, 90 and 60 days old, and one running;
+    # and a second target whose only session is 100 days old
+    a, b = make_share(tmp_path, "a"), make_share(tmp_path, "b")
+    a_oldest, a_older, a_newest = (finished(a, days_ago=d) for d in (100, 90, 60))
+    a_running = enumerate_target(path=str(a))
+    b_only = finished(b, days_ago=100)
+    kept_rows = {s.pk: rows_of(s) for s in (a_newest, b_only)}
+    # When retention keeps 30 days and each target's newest session
+    settings.CENSUS = {**settings.CENSUS, "SESSION_RETENTION_DAYS": 30, "SESSION_RETENTION_KEEP": 1}
+    result = sessions_purge_expired()
+    # Then the two older sessions of the first target are gone with everything they had
+    assert result.sessions == 2
+    assert result.records == 2 * (5 + 5 * 4)
+    assert rows_of(a_oldest) == rows_of(a_older) == GONE
+    # And each target's newest finished session is whole, however old, and so is the running one
+    for session in (a_newest, b_only):
+        assert rows_of(session) == kept_rows[session.pk]
+    assert SessionState.objects.get(pk=a_running.pk).status == SessionStatus.INITIALIZED
+    # And a second run finds nothing more to do
+    assert sessions_purge_expired().sessions == 0
+
+
+def test_retention_at_zero_days_deletes_nothing(tmp_path, settings):
+    settings.CENSUS = {**settings.CENSUS, "SESSION_RETENTION_DAYS": 0}
+    root = make_share(tmp_path, "a")
+    old = [finished(root, days_ago=1000) for _ in range(2)]
+    assert sessions_purge_expired().sessions == 0
+    assert all(rows_of(s)["session"] == 1 for s in old)
+
+
+def test_an_interrupted_deletion_is_finished_by_the_next_run_and_cannot_be_resumed(tmp_path):
+    # Given a session marked for deletion whose deletion stopped after one chunk
+    root = make_share(tmp_path, "a", directories=8, files=10)
+    doomed, other = finished(root), finished(make_share(tmp_path, "b"))
+    other_rows = rows_of(other)
+    session_purge_start(session_id=doomed.pk)
+    gone, deleted = session_purge(session_id=doomed.pk, chunk_rows=15, max_chunks=1)
+    assert not gone
+    assert 0 < deleted < 8 * 11 + 1
+    assert rows_of(doomed)["records"] > 0
+    # Then it cannot be resumed: part of it is already gone
+    with pytest.raises(SessionConflict, match="being deleted"):
+        resume_target(session_id=doomed.pk)
+    # When retention runs again, with no retention period set, it finishes that deletion
+    result = sessions_purge_marked()
+    assert (result.sessions, result.unfinished) == (1, 0)
+    assert rows_of(doomed) == GONE
+    # And nothing of the other session was touched
+    assert rows_of(other) == other_rows
+
+
+def test_an_active_session_cannot_be_marked_for_deletion(tmp_path):
+    session = enumerate_target(path=str(make_share(tmp_path, "a")))
+    with pytest.raises(SessionNotFinished, match="INITIALIZED"):
+        session_purge_start(session_id=session.pk)
+    assert SessionState.objects.get(pk=session.pk).purge_started_at is None
+
+
+def test_records_are_deleted_through_their_batch_never_by_session_or_task(tmp_path):
+    # Given a finished session marked for deletion
+    session = finished(make_share(tmp_path, "a"))
+    session_purge_start(session_id=session.pk)
+    # When it is deleted
+    with CaptureQueriesContext(connection) as queries:
+        sessions_purge_marked()
+    # Then every DELETE on the output table is by batch, the key it has (a DELETE by session or
+    # task would scan the whole table, every session's records)
+    output_table = 'DELETE FROM "task_output_records"'
+    deletes = [q["sql"] for q in queries if q["sql"].startswith(output_table)]
+    assert deletes
+    for sql in deletes:
+        where = sql.split("WHERE", 1)[1]
+        assert '"batch_id"' in where, sql
+        assert '"session_id"' not in where and '"task_id"' not in where, sql
+    assert rows_of(session) == GONE
+
+
+def test_expired_sessions_are_ranked_per_target_by_completion(tmp_path):
+    root = make_share(tmp_path, "a")
+    sessions = [finished(root, days_ago=d) for d in (50, 40, 10)]
+    expired = set(sessions_expired(older_than=timedelta(days=30), keep_latest=1))
+    assert expired == {sessions[0], sessions[1]}
+    expired = set(sessions_expired(older_than=timedelta(days=30), keep_latest=2))
+    assert expired == {sessions[0]}
+    assert not sessions_expired(older_than=timedelta(days=60), keep_latest=0).exists()
+
+
+# --- the ways in --------------------------------------------------------------------------------
+def test_purge_sessions_command_lists_on_a_dry_run_and_deletes_when_asked(tmp_path, capsys):
+    root = make_share(tmp_path, "a")
+    old, new = finished(root, days_ago=40), finished(root)
+    # A dry run lists the expired session and deletes nothing
+    call_command("purge_sessions", "--older-than-days", "30", "--dry-run")
+    out = capsys.readouterr().out
+    assert f"would delete session {old.pk} (COMPLETED" in out
+    assert str(new.pk) not in out
+    assert rows_of(old)["session"] == 1
+    # The real run deletes it
+    call_command("purge_sessions", "--older-than-days", "30")
+    assert "deleted 1 sessions (25 output records)" in capsys.readouterr().out
+    assert rows_of(old) == GONE
+    assert rows_of(new)["session"] == 1
+    # A session named on the command line is deleted whatever its age
+    call_command("purge_sessions", str(new.pk))
+    assert rows_of(new) == GONE
+
+
+def test_purge_sessions_command_refuses_bad_input_with_a_clear_message(tmp_path):
+    running = enumerate_target(path=str(make_share(tmp_path, "a")))
+    with pytest.raises(CommandError, match="is not a session id"):
+        call_command("purge_sessions", "not-a-uuid")
+    with pytest.raises(CommandError, match="No session"):
+        call_command("purge_sessions", "00000000-0000-0000-0000-000000000000")
+    with pytest.raises(CommandError, match="only a finished session"):
+        call_command("purge_sessions", str(running.pk))
+    with pytest.raises(CommandError, match="cannot be negative"):
+        call_command("purge_sessions", "--keep-latest", "-1")
+    assert SessionState.objects.get(pk=running.pk).purge_started_at is None
+
+
+def test_admin_delete_action_marks_finished_sessions_and_refuses_running_ones(
+    admin_client, tmp_path, settings
+):
+    # Given a finished and a running session (the deletion is run here as the embedded
+    # default would; with a broker a worker does it)
+    settings.CENSUS_IN_PROCESS_WORKER = True
+    done = finished(make_share(tmp_path, "a"))
+    running = enumerate_target(path=str(make_share(tmp_path, "b")))
+    # When the operator deletes both from the list
+    response = admin_client.post(
+        reverse("admin:enumeration_sessionstate_changelist"),
+        {"action": "delete_sessions", "_selected_action": [str(done.pk), str(running.pk)]},
+        follow=True,
+    )
+    # Then the finished one is gone and the running one is refused, each said so
+    assert response.status_code == 200
+    messages = [str(m) for m in response.context["messages"]]
+    assert f"Session {done.pk} is being deleted." in messages
+    assert any(str(running.pk) in m and "only a finished session" in m for m in messages)
+    assert rows_of(done) == GONE
+    assert SessionState.objects.get(pk=running.pk).purge_started_at is None
