@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
@@ -16,6 +17,7 @@ from enumeration.choices import BatchStatus, SessionStatus, TaskKind, TaskStatus
 from enumeration.connectors.keys import encode_key
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 from enumeration.services.inprocess import session_drain
+from enumeration.services.retention import sessions_purge_marked
 from enumeration.services.sessions import enumerate_target
 
 pytestmark = pytest.mark.django_db
@@ -351,6 +353,52 @@ def test_resuming_a_completed_session_is_a_409_conflict(
 
     assert response.status_code == 409
     assert "already COMPLETED" in response.json()["detail"]
+
+
+# --- delete -------------------------------------------------------------------------------------
+def test_deleting_a_session_needs_the_delete_permission(
+    api: APIClient, finished_session: SessionState
+) -> None:
+    response = api.delete(f"/api/sessions/{finished_session.pk}/")
+
+    assert response.status_code == 403
+    assert "delete_sessionstate" in response.json()["detail"]
+    assert SessionState.objects.get(pk=finished_session.pk).purge_started_at is None
+
+
+def test_deleting_a_finished_session_marks_it_and_a_worker_deletes_it(
+    api: APIClient, operator, finished_session: SessionState
+) -> None:
+    # Given an operator allowed to delete sessions
+    operator.user_permissions.add(Permission.objects.get(codename="delete_sessionstate"))
+
+    # When they delete a finished session (twice: a repeated request changes nothing)
+    first = api.delete(f"/api/sessions/{finished_session.pk}/")
+    second = api.delete(f"/api/sessions/{finished_session.pk}/")
+
+    # Then it is accepted and marked, and can no longer be resumed
+    assert first.status_code == second.status_code == 202, first.content
+    marked = first.json()["timeline"]["purge_started_at"]
+    assert marked is not None
+    assert second.json()["timeline"]["purge_started_at"] == marked
+    resumed = api.post(f"/api/sessions/{finished_session.pk}/resume/")
+    assert resumed.status_code == 409
+    assert "being deleted" in resumed.json()["detail"]
+    # And once the worker's job has run, the session and its records are gone
+    assert sessions_purge_marked().sessions == 1
+    assert api.get(f"/api/sessions/{finished_session.pk}/").status_code == 404
+    assert not TaskOutputRecord.objects.filter(session_id=finished_session.pk).exists()
+
+
+def test_deleting_an_active_session_is_a_409_conflict(api: APIClient, operator, tree: Path) -> None:
+    operator.user_permissions.add(Permission.objects.get(codename="delete_sessionstate"))
+    session = enumerate_target(path=str(tree))
+
+    response = api.delete(f"/api/sessions/{session.pk}/")
+
+    assert response.status_code == 409
+    assert "only a finished session" in response.json()["detail"]
+    assert SessionState.objects.get(pk=session.pk).purge_started_at is None
 
 
 def test_resuming_an_unknown_session_is_404(api: APIClient) -> None:

@@ -9,7 +9,7 @@ from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -35,6 +35,11 @@ from enumeration.filters import (
     TaskOutputRecordFilterSet,
 )
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
+from enumeration.services.retention import (
+    SessionNotFinished,
+    purge_sessions_soon,
+    session_purge_start,
+)
 from enumeration.services.sessions import (
     SessionConflict,
     TargetInvalid,
@@ -76,7 +81,12 @@ class ScanTargetViewSet(viewsets.ReadOnlyModelViewSet):
         responses=SessionDetailSerializer,
     ),
 )
-class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SessionViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     filterset_class = SessionStateFilterSet
     ordering_fields = ("created_at", "last_update", "status", "items_found")
     ordering = ("-created_at",)
@@ -135,6 +145,36 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             raise Conflict(str(exc)) from exc
         return Response(
             SessionDetailSerializer(session, context=self.get_serializer_context()).data
+        )
+
+    @extend_schema(
+        summary="Delete a finished session with its records",
+        description=(
+            "Marks the session (`timeline.purge_started_at`) and has a worker delete it in "
+            "chunks; it can no longer be resumed. Needs the `enumeration.delete_sessionstate` "
+            "permission. Safe to repeat."
+        ),
+        request=None,
+        responses={
+            202: SessionDetailSerializer,
+            403: OpenApiResponse(ErrorDetailSerializer, description="Not allowed to delete."),
+            409: OpenApiResponse(ErrorDetailSerializer, description="The session is still active."),
+        },
+    )
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        if not request.user.has_perm("enumeration.delete_sessionstate"):
+            raise PermissionDenied("Deleting a session needs the delete_sessionstate permission.")
+        session = self.get_object()
+        try:
+            session = session_purge_start(session_id=session.pk)
+        except SessionNotFinished as exc:
+            raise Conflict(str(exc)) from exc
+        purge_sessions_soon()
+        if not SessionState.objects.filter(pk=session.pk).exists():
+            return Response(status=status.HTTP_204_NO_CONTENT)  # deleted here already
+        return Response(
+            SessionDetailSerializer(session, context=self.get_serializer_context()).data,
+            status=status.HTTP_202_ACCEPTED,
         )
 
 
