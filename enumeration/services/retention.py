@@ -175,7 +175,10 @@ def sessions_purge_expired(*, max_chunks: int | None = None) -> PurgeResult:
             keep_latest=cfg["SESSION_RETENTION_KEEP"],
         )
         for session_id in expired.values_list("pk", flat=True):
-            session_purge_start(session_id=session_id)
+            try:
+                session_purge_start(session_id=session_id)
+            except SessionNotFinished:
+                continue  # resumed since it was found expired: it is not finished any more
     return sessions_purge_marked(max_chunks=max_chunks)
 
 
