@@ -81,12 +81,7 @@ class ScanTargetViewSet(viewsets.ReadOnlyModelViewSet):
         responses=SessionDetailSerializer,
     ),
 )
-class SessionViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.DestroyModelMixin,
-    viewsets.GenericViewSet,
-):
+class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     filterset_class = SessionStateFilterSet
     ordering_fields = ("created_at", "last_update", "status", "items_found")
     ordering = ("-created_at",)
@@ -157,6 +152,7 @@ class SessionViewSet(
         request=None,
         responses={
             202: SessionDetailSerializer,
+            204: OpenApiResponse(description="Deleted at once (the embedded default)."),
             403: OpenApiResponse(ErrorDetailSerializer, description="Not allowed to delete."),
             409: OpenApiResponse(ErrorDetailSerializer, description="The session is still active."),
         },
