@@ -20,10 +20,12 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from enumeration.choices import BatchStatus, SessionStatus, TaskKind
 from enumeration.connectors.keys import encode_key
-from enumeration.models import Batch, SessionState, Task
+from enumeration.models import Batch, SessionState, Task, TaskOutputRecord
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+from enumeration.services.inprocess import session_drain
+from enumeration.services.retention import session_purge_start, sessions_purge_marked
 from enumeration.services.sessions import ReapResult, enumerate_target, tasks_reap
-from enumeration.tasks import run_enumeration_task
+from enumeration.tasks import purge_sessions, run_enumeration_task
 from tests.fixtures.trees import assert_matches_ground_truth
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers]
@@ -302,3 +304,32 @@ def test_connections_dropped_in_the_middle_of_a_run_lose_nothing(
     assert sum(dropped) >= 1
     assert session.status == SessionStatus.COMPLETED, session.failure_reason
     assert_matches_ground_truth(session.pk, tree)
+
+
+def test_a_worker_killed_while_deleting_a_session_leaves_whole_batches_for_the_next_run(
+    make_tree, start_worker
+):
+    # Given a finished session of 4,000 files, marked for deletion, and a worker deleting it
+    # 20 records per transaction
+    tree = make_tree(directories=400, files=4000)
+    session = session_drain(session_id=enumerate_target(path=tree.root).pk, idle_sleep=0)
+    total = TaskOutputRecord.objects.filter(session_id=session.pk).count()
+    session_purge_start(session_id=session.pk)
+    worker = start_worker("w1", env={"CENSUS_RETENTION_CHUNK": "20"})
+    purge_sessions.apply_async()
+    # When it is killed with SIGKILL in the middle of the deletion
+    deadline = time.monotonic() + 60
+    while TaskOutputRecord.objects.filter(session_id=session.pk).count() > total * 0.7:
+        assert time.monotonic() < deadline, "the deletion never started"
+        time.sleep(0.02)
+    worker.kill()
+    # Then every batch left still has every one of its records: a chunk went whole or not at all
+    left = TaskOutputRecord.objects.filter(session_id=session.pk).count()
+    assert 0 < left < total, "the kill did not land in the middle of the deletion"
+    batches = Batch.objects.filter(session=session)
+    assert left == sum(b.items_processed for b in batches)
+    assert SessionState.objects.get(pk=session.pk).purge_started_at is not None
+    # And the next run finishes it
+    assert sessions_purge_marked().sessions == 1
+    assert not TaskOutputRecord.objects.filter(session_id=session.pk).exists()
+    assert not Task.objects.filter(session_id=session.pk).exists()
