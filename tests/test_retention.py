@@ -14,6 +14,7 @@ from django.utils import timezone
 from enumeration.choices import SessionStatus
 from enumeration.models import (
     Batch,
+    DomainEvent,
     SessionState,
     StagedOutputRecord,
     Task,
@@ -115,6 +116,15 @@ def test_an_interrupted_deletion_is_finished_by_the_next_run_and_cannot_be_resum
     assert rows_of(doomed) == GONE
     # And nothing of the other session was touched
     assert rows_of(other) == other_rows
+    # And the deletion was announced once, when the session row went
+    event = DomainEvent.objects.get(event_type="SessionDeleted")
+    assert event.aggregate_id == str(doomed.pk)
+    assert event.payload == {
+        "session_id": str(doomed.pk),
+        "target_id": str(doomed.target_id),
+        "items_found": 8 * 11,
+    }
+    assert event.dispatched_at is not None
 
 
 def test_an_active_session_cannot_be_marked_for_deletion(tmp_path):

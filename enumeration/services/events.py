@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 TASK_CREATED = "TaskCreated"
 SESSION_FINISHED = "SessionFinished"
+SESSION_DELETED = "SessionDeleted"
 DISPATCH_CHUNK = 500
 
 EventHandler = Callable[[dict], None]

@@ -19,7 +19,8 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from enumeration.choices import SessionStatus
-from enumeration.models import Batch, SessionState, Task
+from enumeration.models import Batch, DomainEvent, SessionState, Task
+from enumeration.services.events import SESSION_DELETED, events_record
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,22 @@ def session_purge(
     ):
         with transaction.atomic():
             Task.objects.filter(pk__in=task_ids).delete()
-    SessionState.objects.filter(pk=session.pk).delete()
+    with transaction.atomic():
+        if SessionState.objects.filter(pk=session.pk).delete()[0]:
+            events_record(
+                [
+                    DomainEvent(
+                        event_type=SESSION_DELETED,
+                        aggregate_type="session",
+                        aggregate_id=str(session.pk),
+                        payload={
+                            "session_id": str(session.pk),
+                            "target_id": str(session.target_id),
+                            "items_found": session.items_found,
+                        },
+                    )
+                ]
+            )
     logger.info(
         "session deleted: %d output records",
         records,
