@@ -1,7 +1,8 @@
 """Real `celery worker` processes on PostgreSQL and Redis: two workers, a SIGKILL in the middle of
-a directory, a message delivered twice, a broker that restarts empty mid-run, and a worker's
-database connection: kept from task to task (config/celery.py), and closed under it by the
-database. ``pg_terminate_backend`` plays the database restart: it is what a client sees of one.
+a directory, a message delivered twice, a broker that restarts empty mid-run, a message lost
+with a worker, a worker's database connection (kept from task to task by config/celery.py, and
+closed under it by the database: ``pg_terminate_backend`` plays the restart, it is what a client
+sees of one), and a worker killed while it deletes a session.
 
 The test process plays beat: it runs the Reaper every second, as the periodic job would.
 """
