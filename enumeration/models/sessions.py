@@ -63,6 +63,7 @@ ACTIVE_SESSION_STATUSES = (
     SessionStatus.IN_PROGRESS,
     SessionStatus.STALLED,
 )
+FINISHED_SESSION_STATUSES = tuple(s for s in SessionStatus if s not in ACTIVE_SESSION_STATUSES)
 
 
 class Checkpoint(models.Model):

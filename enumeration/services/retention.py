@@ -18,17 +18,11 @@ from django.db.models import F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from enumeration.choices import SessionStatus
 from enumeration.models import Batch, DomainEvent, SessionState, Task
+from enumeration.models.sessions import FINISHED_SESSION_STATUSES
 from enumeration.services.events import SESSION_DELETED, events_record
 
 logger = logging.getLogger(__name__)
-
-FINISHED_STATUSES = (
-    SessionStatus.COMPLETED,
-    SessionStatus.PARTIALLY_COMPLETED,
-    SessionStatus.FAILED,
-)
 
 
 class SessionNotFinished(Exception):
@@ -46,7 +40,9 @@ def sessions_expired(*, older_than: timedelta, keep_latest: int) -> QuerySet[Ses
     """Finished sessions completed before ``older_than`` ago, other than each target's
     ``keep_latest`` most recently completed ones (what the target looks like now)."""
     ranked = (
-        SessionState.objects.filter(status__in=FINISHED_STATUSES, purge_started_at__isnull=True)
+        SessionState.objects.filter(
+            status__in=FINISHED_SESSION_STATUSES, purge_started_at__isnull=True
+        )
         .annotate(
             newest=Window(
                 RowNumber(),
@@ -68,7 +64,7 @@ def session_purge_start(*, session_id: uuid.UUID | str) -> SessionState:
     ``session_purge``'s. Raises SessionNotFinished for an active session."""
     with transaction.atomic():
         session = SessionState.objects.select_for_update().get(pk=session_id)
-        if session.status not in FINISHED_STATUSES:
+        if session.status not in FINISHED_SESSION_STATUSES:
             raise SessionNotFinished(
                 f"Session {session.pk} is {session.status}; only a finished session "
                 "(COMPLETED, PARTIALLY_COMPLETED or FAILED) can be deleted."

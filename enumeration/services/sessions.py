@@ -315,21 +315,25 @@ def _resend_pending(session_id: uuid.UUID, *, maybe_lost: Q | None) -> int:
 
 
 def resume_target(
-    *, session_id: uuid.UUID | str, only_waiting_too_long: bool = False
+    *,
+    session_id: uuid.UUID | str,
+    only_waiting_too_long: bool = False,
+    queue_empty: bool | None = None,
 ) -> SessionState:
     """Resume a session (seed 000's ResumeTarget). Safe to call on any session, any number of times.
 
     An active session has its pending tasks sent again (their messages may be lost; with
-    ``only_waiting_too_long``, just those the Reaper would re-send) and its Pipeliner run; a
-    PARTIALLY_COMPLETED or FAILED one has its failed units retried.
+    ``only_waiting_too_long``, just those the Reaper would re-send, the broker asked whether its
+    queue is empty unless the caller says) and its Pipeliner run; a PARTIALLY_COMPLETED or
+    FAILED one has its failed units retried.
     """
     from enumeration.services.pipeliner import pipeline_advance
 
-    maybe_lost = (
-        _message_maybe_lost(timezone.now(), queue_empty=waiting_messages() == 0)
-        if only_waiting_too_long
-        else None
-    )
+    maybe_lost = None
+    if only_waiting_too_long:
+        if queue_empty is None:
+            queue_empty = waiting_messages() == 0
+        maybe_lost = _message_maybe_lost(timezone.now(), queue_empty=queue_empty)
     with transaction.atomic():
         session = SessionState.objects.select_for_update().get(pk=session_id)
         if session.purge_started_at is not None:
@@ -361,8 +365,11 @@ def sessions_resume_active() -> int:
     ids = list(
         SessionState.objects.filter(status__in=ACTIVE_SESSION_STATUSES).values_list("pk", flat=True)
     )
+    # The broker is asked once for all of them (each question opens a connection, and takes
+    # seconds when the broker is down).
+    queue_empty = waiting_messages() == 0 if ids else False
     for session_id in ids:
-        resume_target(session_id=session_id, only_waiting_too_long=True)
+        resume_target(session_id=session_id, only_waiting_too_long=True, queue_empty=queue_empty)
     return len(ids)
 
 
