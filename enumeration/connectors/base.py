@@ -1,6 +1,6 @@
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -8,18 +8,37 @@ class UnitUnreadable(Exception):
     """The unit cannot be listed at all (permission denied, vanished, not a container)."""
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(slots=True)
 class Entry:
     """One listed object. Not frozen: a frozen dataclass's __init__ costs a call per field, and
-    one Entry is made per object listed; nothing mutates or hashes them."""
+    one Entry is made per object listed; nothing mutates or hashes them.
+
+    ``digest`` is the key's 128-bit hash as bytes and ``mtime_ns`` the modification time as the
+    source gives it: the output table's binary COPY takes both as they are, and the hex and
+    datetime forms are made only where something asks for them.
+    """
 
     record_type: str
     key: bytes
-    key_hash: str
+    digest: bytes
     name: bytes
     size: int | None = None
-    modified_at: datetime | None = None
+    mtime_ns: int | None = None
     metadata: dict = field(default_factory=dict)
+
+    @property
+    def key_hash(self) -> str:
+        """The ``object_key_hash`` (``keys.key_hash``)."""
+        return self.digest.hex()
+
+    @property
+    def modified_at(self) -> datetime | None:
+        if self.mtime_ns is None:
+            return None
+        return _UNIX_EPOCH + timedelta(microseconds=self.mtime_ns // 1000)
 
 
 class Connector(Protocol):

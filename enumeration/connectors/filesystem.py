@@ -2,15 +2,12 @@
 
 import os
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
 from hashlib import blake2b as _blake2b
 from stat import S_ISREG
 
 from enumeration.choices import RecordType
 from enumeration.connectors.base import Entry, UnitUnreadable
 from enumeration.connectors.keys import encode_key
-
-_fromtimestamp = datetime.fromtimestamp
 
 
 class FilesystemConnector:
@@ -31,8 +28,8 @@ class FilesystemConnector:
                 except OSError as exc:
                     raise UnitUnreadable(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
                 path = dir_entry.path
-                digest = _blake2b(path, digest_size=16).hexdigest()  # keys.key_hash, inlined
-                if exclude and digest in exclude:
+                digest = _blake2b(path, digest_size=16).digest()  # keys.key_digest, inlined
+                if exclude and digest.hex() in exclude:
                     continue
                 entry = _entry(dir_entry, path, digest)
                 if entry is None:
@@ -45,7 +42,7 @@ class FilesystemConnector:
             yield batch
 
 
-def _entry(dir_entry: os.DirEntry, path: bytes, digest: str) -> Entry | None:
+def _entry(dir_entry: os.DirEntry, path: bytes, digest: bytes) -> Entry | None:
     # Runs once per entry: the common case (a regular file) is tested with one lstat.
     try:
         if dir_entry.is_dir(follow_symlinks=False):
@@ -71,5 +68,5 @@ def _entry(dir_entry: os.DirEntry, path: bytes, digest: str) -> Entry | None:
         digest,
         dir_entry.name,
         st.st_size,
-        _fromtimestamp(st.st_mtime, UTC),
+        st.st_mtime_ns,
     )

@@ -28,9 +28,14 @@ def decode_key(text: str) -> bytes:
     return text.encode("utf-8")
 
 
+def key_digest(raw: bytes) -> bytes:
+    """128 bits of BLAKE2b over the raw key: the ``object_key_hash``, as bytes."""
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
 def key_hash(raw: bytes) -> str:
-    """The ``object_key_hash``: 128 bits of BLAKE2b over the raw key, as hex."""
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    """The ``object_key_hash``: ``key_digest`` as 32 hex characters."""
+    return key_digest(raw).hex()
 
 
 def display_key(key: str) -> str:

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, TaskKind, TaskStatus
+from enumeration.models.fields import DigestField, uuid7
 from enumeration.models.sessions import InvalidTransition, SessionState
 from enumeration.models.timeline import Timeline
 
@@ -88,11 +89,12 @@ class Batch(Timeline):
     tasks from this unit's records.
     """
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Time-ordered: a unit's records are keyed by (batch, key hash), so new keys land together.
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     session = models.ForeignKey(SessionState, on_delete=models.CASCADE, related_name="batches")
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="batches")
     unit = models.TextField()
-    unit_hash = models.CharField(max_length=32)
+    unit_hash = DigestField()
     status = models.CharField(
         max_length=32, choices=BatchStatus.choices, default=BatchStatus.IN_PROGRESS
     )
@@ -168,7 +170,7 @@ class OutputColumns(models.Model):
     record_type = models.CharField(max_length=16, choices=RecordType.choices)
     container = models.TextField()
     object_key = models.TextField()
-    object_key_hash = models.CharField(max_length=32)
+    object_key_hash = DigestField()
     name = models.TextField()
     size = models.BigIntegerField(null=True, blank=True)
     modified_at = models.DateTimeField(null=True, blank=True)
@@ -222,7 +224,7 @@ class StagedOutputRecord(OutputColumns):
     task = models.ForeignKey(
         Task, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
-    unit_hash = models.CharField(max_length=32)
+    unit_hash = DigestField()
 
     class Meta:
         db_table = "staged_output_records"

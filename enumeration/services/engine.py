@@ -26,9 +26,9 @@ import struct
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.db import connection, models, transaction
 from django.db.models import F
@@ -155,12 +155,24 @@ _COPY_TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 _LEN = struct.Struct(">i").pack
 _INT8 = struct.Struct(">iq").pack
-_TWO_INT8 = struct.Struct(">iqiq").pack
-_HASH_LEN = _LEN(32)
+_COUNT_AND_ID = struct.Struct(">hiq").pack
 _EMPTY_JSONB = _LEN(3) + b"\x01{}"
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, in Unix microseconds
 _RAW_PREFIX = RAW_PREFIX.encode()
+
+# One struct per (key length, name length, has size and time): an entry's key, hash, name, size
+# and time fields in one pack. Paths of a tree come in a few hundred lengths; the bound only
+# stops a pathological tree from growing it for ever.
+_ENTRY_PACKERS: dict[tuple[int, int, bool], Callable[..., bytes]] = {}
+_ENTRY_PACKERS_MAX = 4096
+
+
+def _entry_packer(key_len: int, name_len: int, timed: bool) -> Callable[..., bytes]:
+    if len(_ENTRY_PACKERS) >= _ENTRY_PACKERS_MAX:
+        _ENTRY_PACKERS.clear()
+    fmt = f">i{key_len}si16si{name_len}s" + ("iqiq" if timed else "ii")
+    pack = _ENTRY_PACKERS[key_len, name_len, timed] = struct.Struct(fmt).pack
+    return pack
 
 
 def _text_field(value: str) -> bytes:
@@ -168,19 +180,35 @@ def _text_field(value: str) -> bytes:
     return _LEN(len(data)) + data
 
 
-def _key_field(raw: bytes) -> bytes:
-    """A lossless key as a COPY field: the raw bytes themselves when they are their own key."""
+def _stored_key(raw: bytes) -> bytes:
+    """A lossless key as the output table stores it (``encode_key``), as UTF-8."""
     if raw.isascii() and not raw.startswith(_RAW_PREFIX):
-        return _LEN(len(raw)) + raw
-    return _text_field(encode_key(raw))
+        return raw  # its own key: the common case, without a decode
+    return encode_key(raw).encode()
+
+
+def _entry_fields(e: Entry, key: bytes, name: bytes) -> bytes:
+    """An entry's key, hash, name, size and time fields, for any entry (``_binary_rows`` packs
+    a file's in one go)."""
+    size, mtime_ns = e.size, e.mtime_ns
+    return (
+        _LEN(len(key))
+        + key
+        + _LEN(16)
+        + e.digest
+        + _LEN(len(name))
+        + name
+        + (_NULL if size is None else _INT8(8, size))
+        + (_NULL if mtime_ns is None else _INT8(8, mtime_ns // 1000 - _PG_EPOCH_US))
+    )
 
 
 def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None = None) -> bytes:
     """The rows of ``groups`` (with ``_ROW_COLUMNS`` and the extra column) as binary COPY; each
     row led by the next of ``ids`` when given."""
     out = bytearray(_COPY_HEADER)
-    record_types = {t: _text_field(t) for t in RecordType.values}
-    fields = struct.pack(">h", len(_ROW_COLUMNS) + 1 + (ids is not None))
+    field_count = len(_ROW_COLUMNS) + 1 + (ids is not None)
+    count = b"" if ids is not None else struct.pack(">h", field_count)
     for group in groups:
         prefix = (
             _LEN(16)
@@ -189,47 +217,49 @@ def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None 
             + task.pk.bytes
             + _text_field(group.container)
         )
+        # Everything before an entry's key, by record type; everything after its time.
+        heads = {t: count + prefix + _text_field(t) for t in RecordType.values}
+        # The extra column is a uuid: a batch id, or a unit's digest given as hex.
         extra = group.extra
-        suffix = _LEN(16) + extra.bytes if isinstance(extra, uuid.UUID) else _text_field(extra)
+        suffix = _LEN(16) + (extra.bytes if isinstance(extra, uuid.UUID) else bytes.fromhex(extra))
+        empty_tail = _EMPTY_JSONB + suffix
+        # This loop runs once per entry: the common case is inlined.
         for e in group.entries:
-            out += fields
+            key, name = e.key, e.name
+            if not key.isascii() or key.startswith(_RAW_PREFIX):
+                key = _stored_key(key)
+            if not name.isascii() or name.startswith(_RAW_PREFIX):
+                name = _stored_key(name)
             if ids is not None:
-                out += _INT8(8, next(ids))
-            out += prefix
-            out += record_types[e.record_type]
-            # _key_field, inlined for the common case: this loop runs once per entry.
-            key = e.key
-            if key.isascii() and not key.startswith(_RAW_PREFIX):
-                out += _LEN(len(key))
-                out += key
-            else:
-                out += _key_field(key)
-            out += _HASH_LEN
-            out += e.key_hash.encode()
-            name = e.name
-            if name.isascii() and not name.startswith(_RAW_PREFIX):
-                out += _LEN(len(name))
-                out += name
-            else:
-                out += _key_field(name)
-            size, modified_at = e.size, e.modified_at
-            if size is not None and modified_at is not None:  # a file: one pack for both
-                out += _TWO_INT8(8, size, 8, (modified_at - _PG_EPOCH) // _MICROSECOND)
-            else:
-                out += _NULL if size is None else _INT8(8, size)
-                out += (
-                    _NULL
-                    if modified_at is None
-                    else _INT8(8, (modified_at - _PG_EPOCH) // _MICROSECOND)
+                out += _COUNT_AND_ID(field_count, 8, next(ids))
+            out += heads[e.record_type]
+            size, mtime_ns = e.size, e.mtime_ns
+            if size is not None and mtime_ns is not None:  # a file: one pack
+                pack = _ENTRY_PACKERS.get((len(key), len(name), True)) or _entry_packer(
+                    len(key), len(name), True
                 )
+                out += pack(
+                    len(key),
+                    key,
+                    16,
+                    e.digest,
+                    len(name),
+                    name,
+                    8,
+                    size,
+                    8,
+                    mtime_ns // 1000 - _PG_EPOCH_US,
+                )
+            else:
+                out += _entry_fields(e, key, name)
             if e.metadata:
                 data = json.dumps(e.metadata).encode()
                 out += _LEN(len(data) + 1)
                 out += b"\x01"
                 out += data
+                out += suffix
             else:
-                out += _EMPTY_JSONB
-            out += suffix
+                out += empty_tail
     out += _COPY_TRAILER
     return bytes(out)
 

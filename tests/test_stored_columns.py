@@ -1,0 +1,133 @@
+"""How found objects are stored: digests as uuid on PostgreSQL, exact times and sizes from the
+binary COPY, time-ordered batch ids, and the migration that changed the digest columns."""
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from enumeration.choices import RecordType, SessionStatus
+from enumeration.connectors.base import Entry
+from enumeration.connectors.keys import decode_key, key_digest, key_hash
+from enumeration.models import Batch, TaskOutputRecord
+from enumeration.models.fields import uuid7
+from enumeration.services.inprocess import session_drain
+from enumeration.services.sessions import enumerate_target
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _column_type(table: str, column: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = %s AND column_name = %s",
+            [table, column],
+        )
+        return cursor.fetchone()[0]
+
+
+def _enumerate(root) -> str:
+    session = session_drain(session_id=enumerate_target(path=str(root)).pk, idle_sleep=0.05)
+    assert session.status == SessionStatus.COMPLETED
+    return session.pk
+
+
+def test_digests_are_uuid_columns_read_and_looked_up_as_hex(tmp_path):
+    # Given a committed directory
+    (tmp_path / "a.txt").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    session_id = _enumerate(tmp_path)
+    # Then every digest column is PostgreSQL's uuid
+    assert _column_type("task_output_records", "object_key_hash") == "uuid"
+    assert _column_type("staged_output_records", "object_key_hash") == "uuid"
+    assert _column_type("staged_output_records", "unit_hash") == "uuid"
+    assert _column_type("enumeration_batch", "unit_hash") == "uuid"
+    # And each reads back as the key's 32-hex-character hash, and finds its record by it
+    records = list(TaskOutputRecord.objects.filter(session_id=session_id))
+    assert len(records) == 2
+    for record in records:
+        assert record.object_key_hash == key_hash(decode_key(record.object_key))
+        assert TaskOutputRecord.objects.get(object_key_hash=record.object_key_hash) == record
+    hashes = [r.object_key_hash for r in records]
+    assert TaskOutputRecord.objects.filter(object_key_hash__in=hashes).count() == 2
+    root = Batch.objects.get(session_id=session_id, unit=str(tmp_path))
+    assert root.unit_hash == key_hash(os.fsencode(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "mtime_ns",
+    [
+        1_764_600_000_123_456_789,  # 2025, below a microsecond kept as truncated
+        946_684_799_999_999_000,  # a microsecond before PostgreSQL's own epoch (2000-01-01)
+        1_000_000_000,  # 1970-01-01T00:00:01
+        4_102_444_800_000_000_000,  # 2100-01-01
+    ],
+)
+def test_a_file_keeps_its_size_and_modification_time_to_the_microsecond(tmp_path, mtime_ns):
+    # Given a file with a known size and modification time
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"y" * 12345)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    # When it is enumerated (the binary COPY path on PostgreSQL)
+    session_id = _enumerate(tmp_path)
+    record = TaskOutputRecord.objects.get(session_id=session_id, record_type=RecordType.FILE)
+    # Then the row says what lstat said
+    assert record.size == 12345
+    assert record.modified_at == UNIX_EPOCH + timedelta(microseconds=mtime_ns // 1000)
+
+
+def test_entry_derives_its_hex_hash_and_datetime():
+    entry = Entry(RecordType.FILE, b"/a", key_digest(b"/a"), b"a", 1, 1_500_000_000_250_000_000)
+    assert entry.key_hash == key_hash(b"/a")
+    assert entry.modified_at == datetime(2017, 7, 14, 2, 40, 0, 250_000, tzinfo=UTC)
+    assert Entry(RecordType.DIRECTORY, b"/d", key_digest(b"/d"), b"d").modified_at is None
+
+
+def test_batch_ids_are_uuid7_in_the_order_they_were_made():
+    ids = []
+    for _ in range(5):
+        ids.append(uuid7())
+        time.sleep(0.002)
+    assert all(i.version == 7 for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert Batch._meta.pk.default is uuid7
+
+
+def test_the_digest_migration_converts_existing_rows_both_ways(tmp_path):
+    # Given a session committed under the new columns
+    (tmp_path / "kept.txt").write_bytes(b"z")
+    session_id = _enumerate(tmp_path)
+    before = dict(
+        TaskOutputRecord.objects.filter(session_id=session_id).values_list(
+            "object_key", "object_key_hash"
+        )
+    )
+    executor = MigrationExecutor(connection)
+    try:
+        # When the migration is reversed, the digests become 32 hex characters again
+        executor.migrate([("enumeration", "0007_session_retention")])
+        assert _column_type("task_output_records", "object_key_hash") == "character varying"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT object_key, object_key_hash FROM task_output_records WHERE session_id = %s",
+                [session_id],
+            )
+            assert dict(cursor.fetchall()) == before
+    finally:
+        # And applied again, they are uuids holding the same values
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("enumeration"))
+    assert _column_type("task_output_records", "object_key_hash") == "uuid"
+    after = dict(
+        TaskOutputRecord.objects.filter(session_id=session_id).values_list(
+            "object_key", "object_key_hash"
+        )
+    )
+    assert after == before
