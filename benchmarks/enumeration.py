@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.enumeration all                 # the three, full sizes
     .venv/bin/python -m benchmarks.enumeration throughput --dirs 200 --files-per-dir 100
+    .venv/bin/python -m benchmarks.enumeration throughput --fanout 3 --depth 8  # a deep tree
     .venv/bin/python -m benchmarks.enumeration rss --big-dir-files 20000
     .venv/bin/python -m benchmarks.enumeration recovery --rerun-reference
     .venv/bin/python -m benchmarks.enumeration profile --dirs 2000  # py-spy on workers + cProfile
@@ -124,6 +125,26 @@ def tree_ensure(base: Path, dirs: int, files_per_dir: int) -> Path:
 
     layout = {"directories": dirs, "files_per_directory": files_per_dir, "version": 1}
     return _materialise(base, name, layout, build)
+
+
+def deep_tree_ensure(base: Path, fanout: int, depth: int, files_per_dir: int) -> Path:
+    """FANOUT subdirectories in every directory down to DEPTH levels, FILES_PER_DIR files in each
+    directory below the root: a deep tree where no fan-out fills a task."""
+
+    def build(root: str) -> None:
+        level = [root]
+        for _ in range(depth):
+            below = []
+            for parent in level:
+                for i in range(fanout):
+                    directory = os.path.join(parent, f"s{i}")
+                    os.mkdir(directory)
+                    _create_files(directory, files_per_dir)
+                    below.append(directory)
+            level = below
+
+    layout = {"fanout": fanout, "depth": depth, "files_per_directory": files_per_dir, "version": 1}
+    return _materialise(base, f"deep-{fanout}x{depth}x{files_per_dir}", layout, build)
 
 
 def big_dir_ensure(base: Path, files: int) -> Path:
@@ -852,11 +873,19 @@ def cprofile_run(args: argparse.Namespace, tree: Tree) -> dict:
 
 # --- the benchmarks ----------------------------------------------------------------------------
 def bench_throughput(args: argparse.Namespace, results: dict) -> None:
-    say(
-        f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, "
-        f"{args.workers} worker(s) =="
-    )
-    tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
+    if args.fanout:
+        say(
+            f"\n== throughput: deep tree, {args.fanout} subdirectories x {args.depth} levels, "
+            f"{args.files_per_dir} files in each directory, {args.workers} worker(s) =="
+        )
+        root = deep_tree_ensure(args.base, args.fanout, args.depth, args.files_per_dir)
+    else:
+        say(
+            f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, "
+            f"{args.workers} worker(s) =="
+        )
+        root = tree_ensure(args.base, args.dirs, args.files_per_dir)
+    tree = tree_count(root)
     say(
         f"  ground truth (os.scandir walk): {tree.files:,} files + {tree.directories:,} directories"
     )
@@ -991,6 +1020,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("benchmark", choices=["throughput", "rss", "recovery", "all", "profile"])
     parser.add_argument("--dirs", type=int, default=10_000, help="directories in the tree")
     parser.add_argument("--files-per-dir", type=int, default=100, help="files in each directory")
+    parser.add_argument(
+        "--fanout",
+        type=int,
+        default=0,
+        help="throughput: a deep tree instead, FANOUT subdirectories in every directory",
+    )
+    parser.add_argument("--depth", type=int, default=8, help="throughput with --fanout: levels")
     parser.add_argument(
         "--big-dir-files", type=int, default=200_000, help="files in the rss benchmark's directory"
     )

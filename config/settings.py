@@ -160,8 +160,11 @@ CENSUS = {
     "LISTING_BATCH_SIZE": env.int("CENSUS_LISTING_BATCH_SIZE", default=500),
     # Small directories share a commit until it holds this many entries (each stays atomic).
     "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=2000),
-    # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner.
-    "PIPELINE_GROUP_SIZE": env.int("CENSUS_PIPELINE_GROUP_SIZE", default=50),
+    # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner. A task costs a few
+    # milliseconds of claims, events and checks whatever its size: at 50, an eighth to a fifth of a
+    # flat or a deep million-file run (docs/benchmarks.md). Other workers are not kept waiting by
+    # a larger task: each of its commits hands on the subdirectories found so far.
+    "PIPELINE_GROUP_SIZE": env.int("CENSUS_PIPELINE_GROUP_SIZE", default=200),
     # Files per CLASSIFICATION task made by the Pipeliner.
     "CLASSIFICATION_GROUP_SIZE": env.int("CENSUS_CLASSIFICATION_GROUP_SIZE", default=1000),
     "LEASE_SECONDS": env.int("CENSUS_LEASE_SECONDS", default=60),

@@ -1,5 +1,5 @@
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -27,7 +27,7 @@ class Entry:
     name: bytes
     size: int | None = None
     mtime_ns: int | None = None
-    metadata: dict = field(default_factory=dict)
+    metadata: dict | None = None  # None rather than a new {} for every entry without any
 
     @property
     def key_hash(self) -> str:

@@ -9,6 +9,9 @@ from enumeration.choices import RecordType
 from enumeration.connectors.base import Entry, UnitUnreadable
 from enumeration.connectors.keys import encode_key
 
+_FILE = RecordType.FILE
+_OTHER = RecordType.OTHER
+
 
 class FilesystemConnector:
     def list_unit(
@@ -31,9 +34,26 @@ class FilesystemConnector:
                 digest = _blake2b(path, digest_size=16).digest()  # keys.key_digest, inlined
                 if exclude and digest.hex() in exclude:
                     continue
-                entry = _entry(dir_entry, path, digest)
-                if entry is None:
-                    continue
+                # Runs once per entry: a regular file, the common case, costs one lstat here.
+                try:
+                    if dir_entry.is_dir(follow_symlinks=False) or dir_entry.is_symlink():
+                        entry = _directory_or_symlink(dir_entry, path, digest)
+                    else:
+                        st = dir_entry.stat(follow_symlinks=False)
+                        entry = Entry(
+                            _FILE if S_ISREG(st.st_mode) else _OTHER,
+                            path,
+                            digest,
+                            dir_entry.name,
+                            st.st_size,
+                            st.st_mtime_ns,
+                        )
+                except FileNotFoundError:
+                    continue  # removed between the listing and the stat: not there any more
+                except OSError as exc:
+                    entry = Entry(
+                        _OTHER, path, digest, dir_entry.name, metadata={"error": str(exc)}
+                    )
                 batch.append(entry)
                 if len(batch) >= batch_size:
                     yield batch
@@ -42,31 +62,11 @@ class FilesystemConnector:
             yield batch
 
 
-def _entry(dir_entry: os.DirEntry, path: bytes, digest: bytes) -> Entry | None:
-    # Runs once per entry: the common case (a regular file) is tested with one lstat.
-    try:
-        if dir_entry.is_dir(follow_symlinks=False):
-            return Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
-        if dir_entry.is_symlink():
-            # Recorded, never followed: a symlink loop cannot hang a run.
-            target = os.readlink(path)
-            return Entry(
-                RecordType.SYMLINK,
-                path,
-                digest,
-                dir_entry.name,
-                metadata={"target": encode_key(target)},
-            )
-        st = dir_entry.stat(follow_symlinks=False)
-    except FileNotFoundError:
-        return None  # removed between the listing and the stat: it is not there any more
-    except OSError as exc:
-        return Entry(RecordType.OTHER, path, digest, dir_entry.name, metadata={"error": str(exc)})
+def _directory_or_symlink(dir_entry: os.DirEntry, path: bytes, digest: bytes) -> Entry:
+    if dir_entry.is_dir(follow_symlinks=False):
+        return Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
+    # Recorded, never followed: a symlink loop cannot hang a run.
+    target = os.readlink(path)
     return Entry(
-        RecordType.FILE if S_ISREG(st.st_mode) else RecordType.OTHER,
-        path,
-        digest,
-        dir_entry.name,
-        st.st_size,
-        st.st_mtime_ns,
+        RecordType.SYMLINK, path, digest, dir_entry.name, metadata={"target": encode_key(target)}
     )

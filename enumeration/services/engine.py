@@ -71,6 +71,9 @@ def worker_identity() -> str:
 
 
 # --- claim and lease ---------------------------------------------------------------------------
+_SESSION_NOT_STARTED = (SessionStatus.INITIALIZED, SessionStatus.STALLED)
+
+
 def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
     """Claim a PENDING enumeration task for ``worker_id``; None when another worker has it, it is
     done, or it is not one this loop runs."""
@@ -97,19 +100,21 @@ def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
         if not won:
             return None
         task = Task.objects.select_related("session", "session__target").get(pk=task_id)
-        session = SessionState.objects.select_for_update().get(pk=task.session_id)
-        if session.status in (SessionStatus.INITIALIZED, SessionStatus.STALLED):
-            session.mark_in_progress()
-            session.save(
-                update_fields=[
-                    "status",
-                    "failure_reason",
-                    "completed_at",
-                    "started_at",
-                    "last_update",
-                ]
-            )
-        task.session = session
+        # Most claims find the session IN_PROGRESS already: it is locked only to move it there.
+        if task.session.status in _SESSION_NOT_STARTED:
+            session = SessionState.objects.select_for_update().get(pk=task.session_id)
+            if session.status in _SESSION_NOT_STARTED:
+                session.mark_in_progress()
+                session.save(
+                    update_fields=[
+                        "status",
+                        "failure_reason",
+                        "completed_at",
+                        "started_at",
+                        "last_update",
+                    ]
+                )
+            task.session = session
     return task
 
 
@@ -328,7 +333,7 @@ def _write_rows(
                 name=encode_key(e.name),
                 size=e.size,
                 modified_at=e.modified_at,
-                metadata=e.metadata,
+                metadata=e.metadata or {},
                 **{extra_column: g.extra},
             )
             for g in groups
@@ -664,12 +669,15 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
         last_pipelined = time.monotonic()
         group: list[ListedUnit] = []
         group_started = 0.0
+        # Whether a committed unit waits for the Pipeliner (units committed straight from memory
+        # on PostgreSQL were pipelined in their commit; staged ones and SQLite's were not).
+        left_for_pipeliner = False
 
         def flush() -> None:
-            nonlocal last_pipelined
+            nonlocal last_pipelined, left_for_pipeliner
             _commit_units(task, worker_id, cfg, group)
             outcome.units_committed += len(group)
-            # (units committed straight from memory on PostgreSQL were pipelined in their commit)
+            left_for_pipeliner = left_for_pipeliner or any(not u.batch.pipelined for u in group)
             left_subdirectories = any(
                 u.batch.found_subdirectories and not u.batch.pipelined for u in group
             )
@@ -717,6 +725,7 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
             outcome.units_committed,
             outcome.units_skipped,
         )
-        pipeline_advance(session_id=task.session_id)
+        if left_for_pipeliner:
+            pipeline_advance(session_id=task.session_id)
         session_refresh_status(session_id=task.session_id)
     return outcome

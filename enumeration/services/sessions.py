@@ -120,16 +120,23 @@ def session_refresh_status(*, session_id: uuid.UUID) -> SessionState:
     COMPLETED when every unit succeeded, PARTIALLY_COMPLETED when some failed for good, FAILED when
     none succeeded.
     """
-    with transaction.atomic():
-        session = SessionState.objects.select_for_update().get(pk=session_id)
-        if session.status not in (SessionStatus.IN_PROGRESS, SessionStatus.STALLED):
-            return session
+
+    def work_left() -> bool:
         busy = Task.objects.filter(
             session_id=session_id,
             kind__in=RUNNABLE_KINDS,
             status__in=[TaskStatus.PENDING, TaskStatus.RUNNING],
         ).exists()
-        if busy or Batch.objects.filter(session_id=session_id, pipelined=False).exists():
+        return busy or Batch.objects.filter(session_id=session_id, pipelined=False).exists()
+
+    # Every task's end asks; while work is left (nearly always), the answer needs no lock.
+    if work_left():
+        return SessionState.objects.get(pk=session_id)
+    with transaction.atomic():
+        session = SessionState.objects.select_for_update().get(pk=session_id)
+        if session.status not in (SessionStatus.IN_PROGRESS, SessionStatus.STALLED):
+            return session
+        if work_left():  # asked again under the lock: the first answer may be stale
             return session
         if session.status == SessionStatus.STALLED:
             session.mark_in_progress()
