@@ -1,8 +1,9 @@
 """Real `celery worker` processes on PostgreSQL and Redis: two workers, a SIGKILL in the middle of
-a directory, a message delivered twice, a broker that restarts empty mid-run, a message lost
-with a worker, a worker's database connection (kept from task to task by config/celery.py, and
-closed under it by the database: ``pg_terminate_backend`` plays the restart, it is what a client
-sees of one), and a worker killed while it deletes a session.
+a directory (the Reaper requeues; a worker restarted on the same machine takes the task back
+without waiting for the lease), a message delivered twice, a broker that restarts empty
+mid-run, a message lost with a worker, a worker's database connection (kept from task to task
+by config/celery.py, and closed under it by the database: ``pg_terminate_backend`` plays the
+restart, it is what a client sees of one), and a worker killed while it deletes a session.
 
 The test process plays beat: it runs the Reaper every second, as the periodic job would.
 """
@@ -40,9 +41,14 @@ def fast_engine(settings):
 
 
 def wait_for_session(
-    session_id, timeout: float = 300, on_tick=None, reaped: ReapResult | None = None
+    session_id,
+    timeout: float = 300,
+    on_tick=None,
+    reaped: ReapResult | None = None,
+    reap: bool = True,
 ) -> SessionState:
-    """Follow a session to its end, running the Reaper every second as beat would."""
+    """Follow a session to its end, running the Reaper every second as beat would (unless
+    ``reap`` is false: no beat)."""
     deadline = time.monotonic() + timeout
     last_reap = 0.0
     while time.monotonic() < deadline:
@@ -51,7 +57,7 @@ def wait_for_session(
             return session
         if on_tick:
             on_tick(session)
-        if time.monotonic() - last_reap > 1:
+        if reap and time.monotonic() - last_reap > 1:
             result = tasks_reap()
             if reaped is not None:
                 reaped.requeued += result.requeued
@@ -137,6 +143,46 @@ def test_sigkill_mid_directory_resumes_from_what_was_staged(
     assert batch.items_resumed == 500
     assert batch.items_processed == 3000
     assert Task.objects.get(pk=batch.task_id).attempts == 2
+
+
+def test_a_worker_restarted_after_a_sigkill_takes_the_task_back_long_before_its_lease_expires(
+    tmp_path, make_tree, start_worker
+):
+    # Given one worker with a two-minute lease, paused in the middle of a 3,000-file directory
+    tree = make_tree(directories=20, files=500)
+    big = Path(os.fsdecode(tree.root)) / "bigdir"
+    big.mkdir()
+    for i in range(3000):
+        (big / f"item{i:05d}").touch()
+    marker = tmp_path / "paused.marker"
+    env = {
+        "CENSUS_LEASE_SECONDS": "120",
+        "CENSUS_LISTING_BATCH_SIZE": "100",
+        "CENSUS_TEST_PAUSE_LISTING": f"bigdir:5:60:{marker}",
+    }
+    victim = start_worker("w1", env=env)
+    session = enumerate_target(path=tree.root)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the listing never reached the pause"
+        time.sleep(0.1)
+    time.sleep(0.2)
+    # When it is killed with SIGKILL and a fresh worker starts on the same machine, with no
+    # Reaper running at all
+    victim.kill()
+    killed_at = time.monotonic()
+    start_worker("w2", env=env)
+    session = wait_for_session(session.pk, timeout=90, reap=False)
+    # Then the fresh worker's start-up took the task back, and the run finished well inside the
+    # lease, resuming the directory from what was staged
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert time.monotonic() - killed_at < 60
+    assert_matches_ground_truth(session.pk, tree)
+    batch = Batch.objects.get(session=session, unit=str(big))
+    assert batch.items_resumed == 500
+    task = Task.objects.get(pk=batch.task_id)
+    assert task.attempts == 2
+    assert "ended with its process" in task.last_error
 
 
 def test_same_task_delivered_twice_at_once_yields_one_result_set(

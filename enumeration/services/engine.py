@@ -21,7 +21,6 @@ import json
 import logging
 import operator
 import os
-import socket
 import struct
 import time
 import uuid
@@ -44,6 +43,7 @@ from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, Ta
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
 from enumeration.services.dispatch import tasks_create
 from enumeration.services.events import events_deferred
+from enumeration.services.owners import owner_identity
 from enumeration.services.pipeliner import handed_on, next_stage_tasks, pipeline_advance
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class RunOutcome:
 
 
 def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return owner_identity()
 
 
 # --- claim and lease ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from enumeration.services.dispatch import (
     waiting_messages,
 )
 from enumeration.services.events import SESSION_FINISHED, events_record
+from enumeration.services.owners import owner_is_gone
 
 logger = logging.getLogger(__name__)
 
@@ -367,8 +368,11 @@ def sessions_resume_active() -> int:
     """The Orchestrator's start-up: resume every active session. Returns how many.
 
     Every worker does this when it starts, so it re-sends only what has waited too long: a
-    worker joining a busy run must not send the whole backlog again.
+    worker joining a busy run must not send the whole backlog again. First it takes back the
+    tasks of workers it can see were killed on this machine, so that a restart does not wait
+    for their leases to expire.
     """
+    tasks_take_back_orphaned()
     ids = list(
         SessionState.objects.filter(status__in=ACTIVE_SESSION_STATUSES).values_list("pk", flat=True)
     )
@@ -407,6 +411,9 @@ def task_requeue(*, task_id: uuid.UUID | str) -> Task:
 
 
 # --- watch -------------------------------------------------------------------------------------
+_OWNER_GONE = "ended with its process"
+
+
 @dataclass
 class ReapResult:
     requeued: int = 0
@@ -414,32 +421,72 @@ class ReapResult:
     resent: int = 0
 
 
+def _tasks_orphaned(now: datetime, limit: int) -> list[Task]:
+    """RUNNING tasks, locked, whose lease has not expired but whose owner this process can see
+    is gone (``owners``: a worker killed on this host)."""
+    gone = [
+        pk
+        for pk, owner in Task.objects.filter(
+            status=TaskStatus.RUNNING, lease_expires_at__gte=now
+        ).values_list("pk", "lease_owner")[:limit]
+        if owner_is_gone(owner)
+    ]
+    if not gone:
+        return []
+    locked = Task.objects.select_for_update(skip_locked=True).filter(
+        pk__in=gone, status=TaskStatus.RUNNING
+    )
+    # Asked again of the locked rows: a task may have been claimed anew in between.
+    return [task for task in locked if owner_is_gone(task.lease_owner)]
+
+
+def _tasks_take_back(tasks: list[tuple[Task, str]], result: ReapResult) -> set[uuid.UUID]:
+    """Return leased tasks to the queue, or fail those past their attempt limit; ``why`` says
+    what became of each lease. Inside the transaction that locked them. Returns their sessions."""
+    for task, why in tasks:
+        owner = task.lease_owner
+        if task.attempts >= task.max_attempts:
+            _task_fail(
+                task, f"lease of {owner} {why} on attempt {task.attempts} of {task.max_attempts}"
+            )
+            result.failed += 1
+            continue
+        _task_return_to_queue(task, f"lease of {owner} {why} on attempt {task.attempts}")
+        result.requeued += 1
+    return {task.session_id for task, _ in tasks}
+
+
+def _report(result: ReapResult) -> None:
+    if result.requeued or result.failed or result.resent:
+        logger.warning(
+            "reaper: %d requeued, %d failed past their attempt limit, %d re-sent",
+            result.requeued,
+            result.failed,
+            result.resent,
+        )
+
+
 def tasks_reap(*, limit: int = 500) -> ReapResult:
-    """The Reaper: requeue tasks whose lease expired, fail those past their attempt limit, and
-    re-send tasks left waiting unclaimed too long (their message may have died with the broker)."""
+    """The Reaper: requeue tasks whose lease expired or whose owner it sees is gone, fail those
+    past their attempt limit, and re-send tasks left waiting unclaimed too long (their message
+    may have died with the broker)."""
     # The broker is asked first, outside the transaction that holds the rows.
     queue_empty = waiting_messages() == 0
     now = timezone.now()
     result = ReapResult()
-    touched: set[uuid.UUID] = set()
     with transaction.atomic():
         expired = list(
             Task.objects.select_for_update(skip_locked=True)
             .filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
             .order_by("lease_expires_at")[:limit]
         )
-        for task in expired:
-            owner = task.lease_owner
-            touched.add(task.session_id)
-            if task.attempts >= task.max_attempts:
-                _task_fail(
-                    task,
-                    f"lease of {owner} expired on attempt {task.attempts} of {task.max_attempts}",
-                )
-                result.failed += 1
-                continue
-            _task_return_to_queue(task, f"lease of {owner} expired on attempt {task.attempts}")
-            result.requeued += 1
+        touched = _tasks_take_back(
+            [
+                *((task, "expired") for task in expired),
+                *((task, _OWNER_GONE) for task in _tasks_orphaned(now, limit)),
+            ],
+            result,
+        )
         stale = list(
             Task.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(
@@ -454,13 +501,21 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
         result.resent = len(stale)
     for session_id in touched:
         session_refresh_status(session_id=session_id)
-    if result.requeued or result.failed or result.resent:
-        logger.warning(
-            "reaper: %d requeued, %d failed past their attempt limit, %d re-sent",
-            result.requeued,
-            result.failed,
-            result.resent,
+    _report(result)
+    return result
+
+
+def tasks_take_back_orphaned(*, limit: int = 500) -> ReapResult:
+    """The Reaper's first part alone: tasks whose owner this process can see is gone go back to
+    the queue at once. A worker starting where one was killed runs it before anything else."""
+    result = ReapResult()
+    with transaction.atomic():
+        touched = _tasks_take_back(
+            [(task, _OWNER_GONE) for task in _tasks_orphaned(timezone.now(), limit)], result
         )
+    for session_id in touched:
+        session_refresh_status(session_id=session_id)
+    _report(result)
     return result
 
 
