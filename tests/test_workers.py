@@ -105,68 +105,78 @@ def test_two_workers_enumerate_a_large_tree_exactly(make_tree, start_worker, fas
     print(f"\n{session.files_found} files in {elapsed:.1f}s with two workers")
 
 
-def test_sigkill_mid_directory_resumes_from_what_was_staged(
-    tmp_path, make_tree, start_worker, fast_engine
-):
-    # Given a tree with one directory of 3,000 files, listed 100 at a time, and a hook that
-    # pauses its listing once, after 5 staged batches
-    tree = make_tree(directories=50, files=2000)
+def _tree_with_a_paused_big_directory(make_tree, tmp_path, **tree_size):
+    """A tree with one directory of 3,000 files, listed 100 at a time, and the worker settings
+    of a hook that pauses its listing once, after 5 staged batches. Returns (tree, the big
+    directory, the hook's marker file, the settings)."""
+    tree = make_tree(**tree_size)
     big = Path(os.fsdecode(tree.root)) / "bigdir"
     big.mkdir()
     for i in range(3000):
         (big / f"item{i:05d}").touch()
     marker = tmp_path / "paused.marker"
     env = {
-        **FAST_LEASE,
         "CENSUS_LISTING_BATCH_SIZE": "100",
         "CENSUS_TEST_PAUSE_LISTING": f"bigdir:5:60:{marker}",
     }
-    workers = [start_worker(f"w{i}", env=env) for i in (1, 2)]
-    session = enumerate_target(path=tree.root)
-    # When the worker listing it is paused there, it is killed with SIGKILL
+    return tree, big, marker, env
+
+
+def _wait_for_the_pause(marker: Path) -> int:
+    """The pid of the worker process paused in the listing."""
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert time.monotonic() < deadline, "the listing never reached the pause"
         time.sleep(0.1)
     time.sleep(0.2)
-    paused_pid = int(marker.read_text())
-    victim = next(w for w in workers if os.getpgid(paused_pid) == w.proc.pid)
-    victim.kill()
-    # Then the Reaper requeues its task and the other worker finishes the run
-    reaped = ReapResult()
-    session = wait_for_session(session.pk, reaped=reaped)
-    assert reaped.requeued >= 1
+    return int(marker.read_text())
+
+
+def _assert_resumed_from_what_was_staged(session, tree, big: Path) -> Task:
+    """Exactly the ground truth, and the big directory's second attempt skipped the 500 entries
+    its first had staged. Returns that directory's task."""
     assert session.status == SessionStatus.COMPLETED, session.failure_reason
     assert_matches_ground_truth(session.pk, tree)
-    # And the resumed directory skipped exactly the 500 entries that were staged
     batch = Batch.objects.get(session=session, unit=str(big))
     assert batch.items_resumed == 500
     assert batch.items_processed == 3000
-    assert Task.objects.get(pk=batch.task_id).attempts == 2
+    task = Task.objects.get(pk=batch.task_id)
+    assert task.attempts == 2
+    return task
+
+
+def test_sigkill_mid_directory_resumes_from_what_was_staged(
+    tmp_path, make_tree, start_worker, fast_engine
+):
+    # Given a tree with a big directory whose listing pauses once, and two workers
+    tree, big, marker, env = _tree_with_a_paused_big_directory(
+        make_tree, tmp_path, directories=50, files=2000
+    )
+    workers = [start_worker(f"w{i}", env={**FAST_LEASE, **env}) for i in (1, 2)]
+    session = enumerate_target(path=tree.root)
+    # When the worker listing it is paused there, it is killed with SIGKILL
+    paused_pid = _wait_for_the_pause(marker)
+    victim = next(w for w in workers if os.getpgid(paused_pid) == w.proc.pid)
+    victim.kill()
+    # Then the Reaper requeues its task and the other worker finishes the run, the resumed
+    # directory skipping what was staged
+    reaped = ReapResult()
+    session = wait_for_session(session.pk, reaped=reaped)
+    assert reaped.requeued >= 1
+    _assert_resumed_from_what_was_staged(session, tree, big)
 
 
 def test_a_worker_restarted_after_a_sigkill_takes_the_task_back_long_before_its_lease_expires(
     tmp_path, make_tree, start_worker
 ):
-    # Given one worker with a two-minute lease, paused in the middle of a 3,000-file directory
-    tree = make_tree(directories=20, files=500)
-    big = Path(os.fsdecode(tree.root)) / "bigdir"
-    big.mkdir()
-    for i in range(3000):
-        (big / f"item{i:05d}").touch()
-    marker = tmp_path / "paused.marker"
-    env = {
-        "CENSUS_LEASE_SECONDS": "120",
-        "CENSUS_LISTING_BATCH_SIZE": "100",
-        "CENSUS_TEST_PAUSE_LISTING": f"bigdir:5:60:{marker}",
-    }
+    # Given one worker with a two-minute lease, paused in the middle of a big directory
+    tree, big, marker, env = _tree_with_a_paused_big_directory(
+        make_tree, tmp_path, directories=20, files=500
+    )
+    env["CENSUS_LEASE_SECONDS"] = "120"
     victim = start_worker("w1", env=env)
     session = enumerate_target(path=tree.root)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the listing never reached the pause"
-        time.sleep(0.1)
-    time.sleep(0.2)
+    _wait_for_the_pause(marker)
     # When it is killed with SIGKILL and a fresh worker starts on the same machine, with no
     # Reaper running at all
     victim.kill()
@@ -175,13 +185,8 @@ def test_a_worker_restarted_after_a_sigkill_takes_the_task_back_long_before_its_
     session = wait_for_session(session.pk, timeout=90, reap=False)
     # Then the fresh worker's start-up took the task back, and the run finished well inside the
     # lease, resuming the directory from what was staged
-    assert session.status == SessionStatus.COMPLETED, session.failure_reason
     assert time.monotonic() - killed_at < 60
-    assert_matches_ground_truth(session.pk, tree)
-    batch = Batch.objects.get(session=session, unit=str(big))
-    assert batch.items_resumed == 500
-    task = Task.objects.get(pk=batch.task_id)
-    assert task.attempts == 2
+    task = _assert_resumed_from_what_was_staged(session, tree, big)
     assert "ended with its process" in task.last_error
 
 

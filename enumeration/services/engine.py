@@ -165,18 +165,19 @@ _EMPTY_JSONB = _LEN(3) + b"\x01{}"
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, in Unix microseconds
 _RAW_PREFIX = RAW_PREFIX.encode()
 
-# One struct per (key length, name length, has size and time): an entry's key, hash, name, size
-# and time fields in one pack. Paths of a tree come in a few hundred lengths; the bound only
-# stops a pathological tree from growing it for ever.
-_ENTRY_PACKERS: dict[tuple[int, int, bool], Callable[..., bytes]] = {}
-_ENTRY_PACKERS_MAX = 4096
+# One struct per (key length, name length): a file's key, hash, name, size and time fields in
+# one pack. Paths of a tree come in a few hundred lengths; the bound only stops a pathological
+# tree from growing it for ever.
+_FILE_PACKERS: dict[tuple[int, int], Callable[..., bytes]] = {}
+_FILE_PACKERS_MAX = 4096
 
 
-def _entry_packer(key_len: int, name_len: int, timed: bool) -> Callable[..., bytes]:
-    if len(_ENTRY_PACKERS) >= _ENTRY_PACKERS_MAX:
-        _ENTRY_PACKERS.clear()
-    fmt = f">i{key_len}si16si{name_len}s" + ("iqiq" if timed else "ii")
-    pack = _ENTRY_PACKERS[key_len, name_len, timed] = struct.Struct(fmt).pack
+def _file_packer(key_len: int, name_len: int) -> Callable[..., bytes]:
+    if len(_FILE_PACKERS) >= _FILE_PACKERS_MAX:
+        _FILE_PACKERS.clear()
+    pack = _FILE_PACKERS[key_len, name_len] = struct.Struct(
+        f">i{key_len}si16si{name_len}siqiq"
+    ).pack
     return pack
 
 
@@ -194,7 +195,7 @@ def _stored_key(raw: bytes) -> bytes:
 
 def _entry_fields(e: Entry, key: bytes, name: bytes) -> bytes:
     """An entry's key, hash, name, size and time fields, for any entry (``_binary_rows`` packs
-    a file's in one go)."""
+    a file's with ``_file_packer``)."""
     size, mtime_ns = e.size, e.mtime_ns
     return (
         _LEN(len(key))
@@ -222,7 +223,7 @@ def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None 
             + task.pk.bytes
             + _text_field(group.container)
         )
-        # Everything before an entry's key, by record type; everything after its time.
+        # What comes before an entry's key, by record type, and (without metadata) after its time.
         heads = {t: count + prefix + _text_field(t) for t in RecordType.values}
         # The extra column is a uuid: a batch id, or a unit's digest given as hex.
         extra = group.extra
@@ -240,9 +241,7 @@ def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None 
             out += heads[e.record_type]
             size, mtime_ns = e.size, e.mtime_ns
             if size is not None and mtime_ns is not None:  # a file: one pack
-                pack = _ENTRY_PACKERS.get((len(key), len(name), True)) or _entry_packer(
-                    len(key), len(name), True
-                )
+                pack = _FILE_PACKERS.get((len(key), len(name))) or _file_packer(len(key), len(name))
                 out += pack(
                     len(key),
                     key,

@@ -506,8 +506,9 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
 
 
 def tasks_take_back_orphaned(*, limit: int = 500) -> ReapResult:
-    """The Reaper's first part alone: tasks whose owner this process can see is gone go back to
-    the queue at once. A worker starting where one was killed runs it before anything else."""
+    """Of the Reaper's work, only this: the tasks whose owner this process can see is gone go
+    back to the queue (or fail past their attempt limit). Run by a worker at start-up, so that
+    one restarted where another was killed does not wait for that one's leases."""
     result = ReapResult()
     with transaction.atomic():
         touched = _tasks_take_back(
