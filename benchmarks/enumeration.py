@@ -129,7 +129,8 @@ def tree_ensure(base: Path, dirs: int, files_per_dir: int) -> Path:
 
 def deep_tree_ensure(base: Path, fanout: int, depth: int, files_per_dir: int) -> Path:
     """FANOUT subdirectories in every directory down to DEPTH levels, FILES_PER_DIR files in each
-    directory below the root: a deep tree where no fan-out fills a task."""
+    directory below the root: a deep tree where no directory has subdirectories enough to fill a
+    task."""
 
     def build(root: str) -> None:
         level = [root]
