@@ -57,6 +57,21 @@ def test_an_exited_process_is_gone_and_so_is_its_zombie():
         zombie.wait(timeout=30)
 
 
+def test_where_proc_hides_other_users_processes_a_missing_one_is_not_taken_for_gone(
+    monkeypatch,
+):
+    # Given a /proc mounted with hidepid, as a process that cannot see init sees it
+    from enumeration.services import owners
+
+    exited, _ = _identity_of_a_process()
+    monkeypatch.setattr(owners, "_sees_every_process", lambda: False)
+    # Then a process it cannot find might be another user's live one: its lease decides
+    assert not owner_is_gone(exited)
+    # But a pid it can see with another start time is gone all the same
+    host, namespace, pid, start, nonce = owner_identity().split(":")
+    assert owner_is_gone(f"{host}:{namespace}:{pid}:{int(start) + 1}:{nonce}")
+
+
 def test_a_reused_pid_is_told_apart_by_its_start_time():
     host, namespace, pid, start, nonce = owner_identity().split(":")
     assert not owner_is_gone(f"{host}:{namespace}:{pid}:{start}:{nonce}")
