@@ -142,3 +142,26 @@ def test_a_worker_starting_up_takes_back_the_tasks_of_one_killed_here(tmp_path):
     task.refresh_from_db()
     assert task.status == TaskStatus.PENDING
     assert task.lease_owner == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_for_a_task_leased_to_a_dead_process_runs_it_and_one_leased_to_a_live_one_not(
+    tmp_path,
+):
+    from enumeration.services.engine import task_run
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    dead_owner, _ = _identity_of_a_process()
+    orphan = Task.objects.get(session=enumerate_target(path=tmp_path / "a"))
+    leased = Task.objects.get(session=enumerate_target(path=tmp_path / "b"))
+    assert task_claim(task_id=orphan.pk, worker_id=dead_owner) is not None
+    assert task_claim(task_id=leased.pk, worker_id=owner_identity()) is not None
+    # A second delivery of a message, as task_reject_on_worker_lost makes one
+    assert task_run(task_id=orphan.pk).status == "completed"
+    assert task_run(task_id=leased.pk).status == "skipped"
+    orphan.refresh_from_db()
+    assert orphan.status == TaskStatus.COMPLETED
+    assert orphan.attempts == 2
+    leased.refresh_from_db()
+    assert leased.status == TaskStatus.RUNNING

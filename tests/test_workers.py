@@ -10,6 +10,7 @@ The test process plays beat: it runs the Reaper every second, as the periodic jo
 
 import contextlib
 import os
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -185,6 +186,30 @@ def test_a_worker_restarted_after_a_sigkill_takes_the_task_back_long_before_its_
     session = wait_for_session(session.pk, timeout=90, reap=False)
     # Then the fresh worker's start-up took the task back, and the run finished well inside the
     # lease, resuming the directory from what was staged
+    assert time.monotonic() - killed_at < 60
+    task = _assert_resumed_from_what_was_staged(session, tree, big)
+    assert "ended with its process" in task.last_error
+
+
+def test_a_pool_child_killed_mid_directory_has_its_task_taken_back_when_the_message_returns(
+    tmp_path, make_tree, start_worker
+):
+    # Given one worker with a two-minute lease, its pool child paused in a big directory
+    tree, big, marker, env = _tree_with_a_paused_big_directory(
+        make_tree, tmp_path, directories=20, files=500
+    )
+    env["CENSUS_LEASE_SECONDS"] = "120"
+    worker = start_worker("w1", env=env)
+    session = enumerate_target(path=tree.root)
+    child = _wait_for_the_pause(marker)
+    assert child != worker.proc.pid
+    # When only the pool child is killed (as the OOM killer would), with no Reaper running: the
+    # worker starts a new child, and the message comes back (task_reject_on_worker_lost)
+    os.kill(child, signal.SIGKILL)
+    killed_at = time.monotonic()
+    session = wait_for_session(session.pk, timeout=90, reap=False)
+    # Then the new child took the task back from its dead predecessor and finished the run well
+    # inside the lease, resuming the directory from what was staged
     assert time.monotonic() - killed_at < 60
     task = _assert_resumed_from_what_was_staged(session, tree, big)
     assert "ended with its process" in task.last_error

@@ -638,10 +638,19 @@ def _finish_task(task: Task, worker_id: str) -> None:
 
 def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOutcome:
     """Run one DISCOVERY_ENUMERATE task to completion. Safe to call for any message, any time."""
-    from enumeration.services.sessions import session_refresh_status, task_release_after_error
+    from enumeration.services.sessions import (
+        session_refresh_status,
+        task_release_after_error,
+        tasks_take_back_orphaned,
+    )
 
     worker_id = worker_id or worker_identity()
     task = task_claim(task_id=task_id, worker_id=worker_id)
+    if task is None and tasks_take_back_orphaned(task_ids=[task_id]).requeued:
+        # The message came back because its worker died (task_reject_on_worker_lost: a pool
+        # child killed, say by the OOM killer) and the task is still leased to that process:
+        # taken back, it is claimed now rather than when the lease expires.
+        task = task_claim(task_id=task_id, worker_id=worker_id)
     if task is None:
         return RunOutcome("skipped")
     cfg = engine_settings()

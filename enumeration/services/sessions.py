@@ -421,15 +421,16 @@ class ReapResult:
     resent: int = 0
 
 
-def _tasks_orphaned(now: datetime, limit: int) -> list[Task]:
-    """RUNNING tasks, locked, whose lease has not expired but whose owner this process can see
-    is gone (``owners``: a worker killed on this host)."""
+def _tasks_orphaned(
+    now: datetime, limit: int, task_ids: list[uuid.UUID | str] | None = None
+) -> list[Task]:
+    """RUNNING tasks (of ``task_ids`` when given), locked, whose lease has not expired but whose
+    owner this process can see is gone (``owners``: a worker killed on this host)."""
+    running = Task.objects.filter(status=TaskStatus.RUNNING, lease_expires_at__gte=now)
+    if task_ids is not None:
+        running = running.filter(pk__in=task_ids)
     gone = [
-        pk
-        for pk, owner in Task.objects.filter(
-            status=TaskStatus.RUNNING, lease_expires_at__gte=now
-        ).values_list("pk", "lease_owner")[:limit]
-        if owner_is_gone(owner)
+        pk for pk, owner in running.values_list("pk", "lease_owner")[:limit] if owner_is_gone(owner)
     ]
     if not gone:
         return []
@@ -505,15 +506,17 @@ def tasks_reap(*, limit: int = 500) -> ReapResult:
     return result
 
 
-def tasks_take_back_orphaned(*, limit: int = 500) -> ReapResult:
-    """Of the Reaper's work, only this: the tasks whose owner this process can see is gone go
-    back to the queue (or fail past their attempt limit). Run by a worker at start-up, so that
-    one restarted where another was killed does not wait for that one's leases."""
+def tasks_take_back_orphaned(
+    *, task_ids: list[uuid.UUID | str] | None = None, limit: int = 500
+) -> ReapResult:
+    """Of the Reaper's work, only this: the tasks (of ``task_ids`` when given) whose owner this
+    process can see is gone go back to the queue (or fail past their attempt limit). Run by a
+    worker at start-up, so that one restarted where another was killed does not wait for that
+    one's leases, and for a task whose message came back with its dead worker's lease on it."""
     result = ReapResult()
     with transaction.atomic():
-        touched = _tasks_take_back(
-            [(task, _OWNER_GONE) for task in _tasks_orphaned(timezone.now(), limit)], result
-        )
+        orphaned = _tasks_orphaned(timezone.now(), limit, task_ids)
+        touched = _tasks_take_back([(task, _OWNER_GONE) for task in orphaned], result)
     for session_id in touched:
         session_refresh_status(session_id=session_id)
     _report(result)
