@@ -93,17 +93,24 @@ def test_an_owner_that_cannot_be_checked_is_not_gone(owner):
     assert not owner_is_gone(owner)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_reaper_takes_back_a_task_whose_owner_is_gone_before_its_lease_expires(tmp_path):
-    # Given two sessions' tasks with a minute of lease left: one owned by a process that has
-    # exited, one by this live process
+def _an_orphan_and_a_leased_task(tmp_path) -> tuple[Task, Task]:
+    """Two sessions' tasks, each claimed with a minute of lease left: one by a process that has
+    exited, one by this live process."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     dead_owner, _ = _identity_of_a_process()
     orphan = Task.objects.get(session=enumerate_target(path=tmp_path / "a"))
-    alive = Task.objects.get(session=enumerate_target(path=tmp_path / "b"))
+    leased = Task.objects.get(session=enumerate_target(path=tmp_path / "b"))
     assert task_claim(task_id=orphan.pk, worker_id=dead_owner) is not None
-    assert task_claim(task_id=alive.pk, worker_id=owner_identity()) is not None
+    assert task_claim(task_id=leased.pk, worker_id=owner_identity()) is not None
+    return orphan, leased
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_takes_back_a_task_whose_owner_is_gone_before_its_lease_expires(tmp_path):
+    # Given two sessions' tasks with a minute of lease left: one owned by a process that has
+    # exited, one by this live process
+    orphan, alive = _an_orphan_and_a_leased_task(tmp_path)
     # When the Reaper runs
     result = tasks_reap()
     # Then only the orphan is back in the queue, its attempt counted and the reason given
@@ -150,13 +157,7 @@ def test_a_message_for_a_task_leased_to_a_dead_process_runs_it_and_one_leased_to
 ):
     from enumeration.services.engine import task_run
 
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    dead_owner, _ = _identity_of_a_process()
-    orphan = Task.objects.get(session=enumerate_target(path=tmp_path / "a"))
-    leased = Task.objects.get(session=enumerate_target(path=tmp_path / "b"))
-    assert task_claim(task_id=orphan.pk, worker_id=dead_owner) is not None
-    assert task_claim(task_id=leased.pk, worker_id=owner_identity()) is not None
+    orphan, leased = _an_orphan_and_a_leased_task(tmp_path)
     # A second delivery of a message, as task_reject_on_worker_lost makes one
     assert task_run(task_id=orphan.pk).status == "completed"
     assert task_run(task_id=leased.pk).status == "skipped"

@@ -146,6 +146,19 @@ def _assert_resumed_from_what_was_staged(session, tree, big: Path) -> Task:
     return task
 
 
+def _one_worker_paused_with_a_long_lease(make_tree, tmp_path, start_worker):
+    """One worker with a two-minute lease, paused in the big directory of a small tree (no
+    Reaper will run). Returns (tree, big directory, worker settings, worker, session, pid of
+    the paused process)."""
+    tree, big, marker, env = _tree_with_a_paused_big_directory(
+        make_tree, tmp_path, directories=20, files=500
+    )
+    env["CENSUS_LEASE_SECONDS"] = "120"
+    worker = start_worker("w1", env=env)
+    session = enumerate_target(path=tree.root)
+    return tree, big, env, worker, session, _wait_for_the_pause(marker)
+
+
 def test_sigkill_mid_directory_resumes_from_what_was_staged(
     tmp_path, make_tree, start_worker, fast_engine
 ):
@@ -171,13 +184,9 @@ def test_a_worker_restarted_after_a_sigkill_takes_the_task_back_long_before_its_
     tmp_path, make_tree, start_worker
 ):
     # Given one worker with a two-minute lease, paused in the middle of a big directory
-    tree, big, marker, env = _tree_with_a_paused_big_directory(
-        make_tree, tmp_path, directories=20, files=500
+    tree, big, env, victim, session, _ = _one_worker_paused_with_a_long_lease(
+        make_tree, tmp_path, start_worker
     )
-    env["CENSUS_LEASE_SECONDS"] = "120"
-    victim = start_worker("w1", env=env)
-    session = enumerate_target(path=tree.root)
-    _wait_for_the_pause(marker)
     # When it is killed with SIGKILL and a fresh worker starts on the same machine, with no
     # Reaper running at all
     victim.kill()
@@ -195,13 +204,9 @@ def test_a_pool_child_killed_mid_directory_has_its_task_taken_back_when_the_mess
     tmp_path, make_tree, start_worker
 ):
     # Given one worker with a two-minute lease, its pool child paused in a big directory
-    tree, big, marker, env = _tree_with_a_paused_big_directory(
-        make_tree, tmp_path, directories=20, files=500
+    tree, big, _, worker, session, child = _one_worker_paused_with_a_long_lease(
+        make_tree, tmp_path, start_worker
     )
-    env["CENSUS_LEASE_SECONDS"] = "120"
-    worker = start_worker("w1", env=env)
-    session = enumerate_target(path=tree.root)
-    child = _wait_for_the_pause(marker)
     assert child != worker.proc.pid
     # When only the pool child is killed (as the OOM killer would), with no Reaper running: the
     # worker starts a new child, and the message comes back (task_reject_on_worker_lost)
