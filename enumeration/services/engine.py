@@ -649,7 +649,8 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
     if task is None and tasks_take_back_orphaned(task_ids=[task_id]).requeued:
         # The message came back because its worker died (task_reject_on_worker_lost: a pool
         # child killed, say by the OOM killer) and the task is still leased to that process:
-        # taken back, it is claimed now rather than when the lease expires.
+        # taken back, it is claimed now rather than when the lease expires. (The message the
+        # take-back sends finds it claimed, and is skipped.)
         task = task_claim(task_id=task_id, worker_id=worker_id)
     if task is None:
         return RunOutcome("skipped")
