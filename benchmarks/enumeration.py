@@ -764,7 +764,7 @@ def _categorise(stack: str, leaf: str, copy_leaves: tuple[str, ...]) -> str:
         return "other SQL statement round trips"
     if "list_unit" in stack:
         return "listing: scandir, stat, hashing, Entry"
-    if leaf.startswith(("_binary_rows ", "_copy_rows ", "_text_field ", "_key_field ")):
+    if leaf.startswith(("_binary_rows ", "_copy_rows ", "_text_field ", "_entry_fields ")):
         return "building the COPY rows"
     return "other Python (ORM, engine, Celery, logging)"
 

@@ -186,13 +186,6 @@ def _text_field(value: str) -> bytes:
     return _LEN(len(data)) + data
 
 
-def _stored_key(raw: bytes) -> bytes:
-    """A lossless key as the output table stores it (``encode_key``), as UTF-8."""
-    if raw.isascii() and not raw.startswith(_RAW_PREFIX):
-        return raw  # its own key: the common case, without a decode
-    return encode_key(raw).encode()
-
-
 def _entry_fields(e: Entry, key: bytes, name: bytes) -> bytes:
     """An entry's key, hash, name, size and time fields, for any entry (``_binary_rows`` packs
     a file's with ``_file_packer``)."""
@@ -231,11 +224,13 @@ def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None 
         empty_tail = _EMPTY_JSONB + suffix
         # This loop runs once per entry: the common case is inlined.
         for e in group.entries:
+            # A key is stored as ``encode_key`` makes it; ASCII bytes without the base64 mark
+            # (the common case) are already that, without a decode.
             key, name = e.key, e.name
             if not key.isascii() or key.startswith(_RAW_PREFIX):
-                key = _stored_key(key)
+                key = encode_key(key).encode()
             if not name.isascii() or name.startswith(_RAW_PREFIX):
-                name = _stored_key(name)
+                name = encode_key(name).encode()
             if ids is not None:
                 out += _COUNT_AND_ID(field_count, 8, next(ids))
             out += heads[e.record_type]
