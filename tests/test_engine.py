@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
 from enumeration.connectors.keys import encode_key, key_hash
+from enumeration.idranges import ranges_ids
 from enumeration.models import (
     Batch,
     DomainEvent,
@@ -133,7 +134,7 @@ def test_pipeliner_groups_subdirectories_and_files(tmp_path, settings):
     )
     assert sorted(len(t.paths_to_scan) for t in enum_tasks) == [20, 50, 50]
     classify = Task.objects.filter(session=session, kind=TaskKind.CLASSIFICATION)
-    assert sorted(len(t.payload["record_ids"]) for t in classify) == [500, 1000, 1000]
+    assert sorted(t.units for t in classify) == [500, 1000, 1000]
     assert all(t.status == TaskStatus.PENDING for t in classify)
     assert Batch.objects.get(task=root_task).pipelined
     # And running the Pipeliner again makes nothing more
@@ -165,7 +166,7 @@ def test_small_directories_carry_their_next_stage_in_their_commit(make_tree, set
     classified = [
         record_id
         for t in Task.objects.filter(session=session, kind=TaskKind.CLASSIFICATION)
-        for record_id in t.payload["record_ids"]
+        for record_id in ranges_ids(t.record_id_ranges)
     ]
     assert len(classified) == len(set(classified)) and set(classified) == files
     # And every subdirectory in exactly one enumeration task
@@ -513,7 +514,7 @@ def test_sweep_closes_a_session_whose_last_worker_died_before_closing_it(tmp_pat
 def test_classification_tasks_are_not_run_by_the_enumeration_loop(tmp_path):
     session = enumerate_target(path=tmp_path)
     task = Task.objects.create(
-        session=session, kind=TaskKind.CLASSIFICATION, payload={"record_ids": [1]}
+        session=session, kind=TaskKind.CLASSIFICATION, payload={"record_id_ranges": [[1, 1]]}
     )
     assert task_run(task_id=task.pk).status == "skipped"
     assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING

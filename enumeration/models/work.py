@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, TaskKind, TaskStatus
+from enumeration.idranges import ranges_count
 from enumeration.models.fields import DigestField, uuid7
 from enumeration.models.sessions import InvalidTransition, SessionState
 from enumeration.models.timeline import Timeline
@@ -24,7 +25,8 @@ class Task(models.Model):
     """A unit of dispatch: claimed with a lease by one worker at a time.
 
     ``payload`` holds ids and keys only: for DISCOVERY_ENUMERATE, ``paths_to_scan`` (lossless keys);
-    for CLASSIFICATION, the output records to classify.
+    for CLASSIFICATION, ``record_id_ranges``: the FILE records to classify, as sorted inclusive
+    ``[first, last]`` ranges of ``TaskOutputRecord`` ids (``enumeration.idranges``).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -68,6 +70,17 @@ class Task(models.Model):
     @property
     def paths_to_scan(self) -> list[str]:
         return list(self.payload.get("paths_to_scan", []))
+
+    @property
+    def record_id_ranges(self) -> list[list[int]]:
+        return [list(r) for r in self.payload.get("record_id_ranges", [])]
+
+    @property
+    def units(self) -> int:
+        """What the task takes on: directories to list, or records to classify."""
+        return len(self.payload.get("paths_to_scan", ())) + ranges_count(
+            self.payload.get("record_id_ranges", ())
+        )
 
 
 BATCH_TRANSITIONS: dict[str, frozenset[str]] = {

@@ -69,7 +69,7 @@ def tasks_create(tasks: list[Task]) -> list[Task]:
                 "task_id": str(task.pk),
                 "session_id": str(task.session_id),
                 "kind": task.kind,
-                "units": len(task.payload.get("paths_to_scan", task.payload.get("record_ids", []))),
+                "units": task.units,
             },
         )
         for task in created

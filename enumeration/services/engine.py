@@ -39,6 +39,7 @@ from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind
 from enumeration.conf import EngineSettings, engine_settings
 from enumeration.connectors import Entry, UnitUnreadable, connector_for
 from enumeration.connectors.keys import RAW_PREFIX, decode_key, encode_key, key_hash
+from enumeration.idranges import IdRange, leading_ranges
 from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, TaskOutputRecord
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
 from enumeration.services.dispatch import tasks_create
@@ -281,23 +282,44 @@ def _copy_rows(
 
 
 @functools.cache
-def _record_id_sequence() -> str:
-    """The name of ``task_output_records``'s id sequence (PostgreSQL)."""
+def _record_id_sequence() -> tuple[str, int]:
+    """The name of ``task_output_records``'s id sequence and its increment (PostgreSQL): the
+    sequence counts in blocks (migration 0009), so one ``nextval`` reserves a block of ids.
+    Read once per process; a migration that changes it is followed by a worker restart."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [TaskOutputRecord._meta.db_table])
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT s.seqrelid::regclass::text, s.seqincrement FROM pg_sequence s "
+            "WHERE s.seqrelid = pg_get_serial_sequence(%s, 'id')::regclass",
+            [TaskOutputRecord._meta.db_table],
+        )
+        name, increment = cursor.fetchone()
+        return name, increment
 
 
-def _record_ids_reserve(count: int) -> list[int]:
-    """PostgreSQL: ``count`` new ids of ``task_output_records``, from its own sequence, so that a
-    commit knows its records' ids without reading them back. (The sequence is named as a
-    constant: looked up inside the statement, it was looked up again for every id, 5x slower.)"""
+def _record_id_blocks(count: int) -> tuple[list[int], int]:
+    """PostgreSQL: new ids of ``task_output_records`` for ``count`` records, reserved from its
+    own sequence, so that a commit knows its records' ids without reading them back. Returns the
+    first id of each block and the block size. (The sequence is named as a constant: looked up
+    inside the statement, it was looked up again for every row, 5x slower.)"""
+    sequence, block = _record_id_sequence()
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
-            [_record_id_sequence(), count],
+            [sequence, -(-count // block)],
         )
-        return [row[0] for row in cursor.fetchall()]
+        return [row[0] for row in cursor.fetchall()], block
+
+
+def _ids_files_first(entries: list[Entry]) -> tuple[list[int], list[IdRange]]:
+    """PostgreSQL: ids for ``entries`` (in their order), reserved in blocks, and the FILE
+    entries' ids as ranges. Files take the lowest ids, so that a few ranges name them all."""
+    starts, block = _record_id_blocks(len(entries))
+    is_file = [e.record_type == RecordType.FILE for e in entries]
+    files = sum(is_file)
+    pool = [i for start in starts for i in range(start, start + block)]
+    file_ids, other_ids = iter(pool[:files]), iter(pool[files:])
+    ids = [next(file_ids) if f else next(other_ids) for f in is_file]
+    return ids, leading_ranges(starts, block, files)
 
 
 def _write_rows(
@@ -397,13 +419,35 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
         by_type = Counter(dict(cursor.fetchall()))
         batch.mark_successful(by_type.total())
         batch.save(force_insert=True)
-        cursor.execute(
-            f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
-            f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
-            "WHERE task_id = %s AND unit_hash = %s "
-            "ON CONFLICT DO NOTHING",
-            [_db(batch.pk), _db(task.pk), batch.unit_hash],
-        )
+        if connection.vendor == "postgresql":
+            # Ids from reserved blocks, files first, as a commit from memory gives them: the
+            # Pipeliner then names the unit's files in a few ranges.
+            starts, block = _record_id_blocks(batch.items_processed)
+            cursor.execute(
+                f"INSERT INTO {output} (id, {_MOVE_COLUMNS}, batch_id) "
+                f"SELECT (%s::bigint[])[(n / %s + 1)::int] + n %% %s, {_MOVE_COLUMNS}, %s "
+                f"FROM (SELECT {_MOVE_COLUMNS}, row_number() OVER "
+                "(ORDER BY record_type <> %s, object_key_hash) - 1 AS n "
+                f"FROM {staged} WHERE task_id = %s AND unit_hash = %s) AS numbered "
+                "ON CONFLICT DO NOTHING",
+                [
+                    starts,
+                    block,
+                    block,
+                    _db(batch.pk),
+                    RecordType.FILE,
+                    _db(task.pk),
+                    batch.unit_hash,
+                ],
+            )
+        else:
+            cursor.execute(
+                f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
+                f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
+                "WHERE task_id = %s AND unit_hash = %s "
+                "ON CONFLICT DO NOTHING",
+                [_db(batch.pk), _db(task.pk), batch.unit_hash],
+            )
         moved = cursor.rowcount
         cursor.execute(
             f"DELETE FROM {staged} WHERE task_id = %s AND unit_hash = %s",
@@ -464,9 +508,8 @@ def _next_stage_in_commit(task: Task, units: list[ListedUnit]) -> _InCommitStage
     if connection.vendor != "postgresql" or not units:
         return _InCommitStage()
     entries = [e for u in units for e in u.tail]
-    ids = _record_ids_reserve(len(entries)) if entries else []
+    ids, file_id_ranges = _ids_files_first(entries) if entries else ([], [])
     directory_keys = sorted(e.key for e in entries if e.record_type == RecordType.DIRECTORY)
-    file_ids = [i for i, e in zip(ids, entries, strict=True) if e.record_type == RecordType.FILE]
     for unit in units:
         unit.batch.pipelined = True
     return _InCommitStage(
@@ -475,7 +518,7 @@ def _next_stage_in_commit(task: Task, units: list[ListedUnit]) -> _InCommitStage
             next_stage_tasks(
                 task.session_id,
                 directory_keys=map(encode_key, directory_keys),
-                file_ids=file_ids,
+                file_id_ranges=file_id_ranges,
             )
         ),
     )

@@ -19,6 +19,7 @@ from django.utils import timezone
 from enumeration.choices import RecordType, SessionStatus, TaskKind
 from enumeration.conf import engine_settings
 from enumeration.connectors.keys import decode_key
+from enumeration.idranges import IdRange, id_ranges, ranges_grouped
 from enumeration.models import Batch, SessionState, Task, TaskOutputRecord
 from enumeration.services.dispatch import tasks_create
 
@@ -40,11 +41,13 @@ def _enumerate_task(session_id: uuid.UUID, paths: list[str], max_attempts: int) 
     )
 
 
-def _classification_task(session_id: uuid.UUID, record_ids: list[int], max_attempts: int) -> Task:
+def _classification_task(
+    session_id: uuid.UUID, record_id_ranges: list[IdRange], max_attempts: int
+) -> Task:
     return Task(
         session_id=session_id,
         kind=TaskKind.CLASSIFICATION,
-        payload={"record_ids": record_ids},
+        payload={"record_id_ranges": record_id_ranges},
         max_attempts=max_attempts,
     )
 
@@ -72,22 +75,22 @@ _LATERAL_RECORDS = (
 
 
 def next_stage_tasks(
-    session_id: uuid.UUID, *, directory_keys: Iterable[str], file_ids: Iterable[int]
+    session_id: uuid.UUID, *, directory_keys: Iterable[str], file_id_ranges: Iterable[IdRange]
 ) -> Iterator[Task]:
     """Unsaved next-stage tasks: the subdirectories in DISCOVERY_ENUMERATE tasks of
-    ``PIPELINE_GROUP_SIZE``, then the files in CLASSIFICATION tasks of
-    ``CLASSIFICATION_GROUP_SIZE``. Consumes its iterables lazily."""
+    ``PIPELINE_GROUP_SIZE``, then the files (ascending ranges of their record ids) in
+    CLASSIFICATION tasks of ``CLASSIFICATION_GROUP_SIZE``. Consumes its iterables lazily."""
     cfg = engine_settings()
     for paths in _grouped(directory_keys, cfg.pipeline_group_size):
         yield _enumerate_task(session_id, paths, cfg.max_attempts)
-    for record_ids in _grouped(file_ids, cfg.classification_group_size):
-        yield _classification_task(session_id, record_ids, cfg.max_attempts)
+    for ranges in ranges_grouped(file_id_ranges, cfg.classification_group_size):
+        yield _classification_task(session_id, ranges, cfg.max_attempts)
 
 
 def handed_on(tasks: Iterable[Task]) -> int:
     """How many committed records these next-stage tasks take on (the session's
     ``items_processed``)."""
-    return sum(len(t.payload.get("paths_to_scan", t.payload.get("record_ids", ()))) for t in tasks)
+    return sum(t.units for t in tasks)
 
 
 class _NextStage:
@@ -123,7 +126,7 @@ class _NextStage:
         return next_stage_tasks(
             self.session_id,
             directory_keys=self._column(RecordType.DIRECTORY, "object_key", 2000),
-            file_ids=self._column(RecordType.FILE, "id", 20000),
+            file_id_ranges=id_ranges(self._column(RecordType.FILE, "id", 20000)),
         )
 
 
