@@ -25,5 +25,24 @@ def cpu_probe() -> float:
     return time.process_time() - started
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far, in clock ticks, as /proc/stat's ``cpu`` line counts it
+    (user, nice, system, idle, iowait, irq, softirq, steal, ...); empty where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """The share of CPU time between two ``cpu_times()`` readings that the hypervisor gave to
+    other machines ("steal"): a figure measured while it is high is slowed by about as much."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after[:8]) - sum(before[:8])
+    return (after[7] - before[7]) / total if total else None
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
