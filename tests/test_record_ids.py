@@ -88,6 +88,22 @@ def test_the_record_id_sequence_counts_in_blocks():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_changed_increment_is_read_again_before_ids_are_handed_out():
+    # Given a process that read the block size, and then a migration that changed it
+    engine._record_id_sequence.cache_clear()
+    assert engine._record_id_sequence()[1] == 1024
+    _set_increment(1)
+    try:
+        # When it reserves ids, then it uses the new size, not the one it remembered
+        starts, block = engine._record_id_blocks(3)
+        assert block == 1 and len(starts) == 3 and len(set(starts)) == 3
+        assert engine._record_id_sequence()[1] == 1
+    finally:
+        _set_increment(1024)
+        engine._record_id_sequence.cache_clear()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_small_directories_name_their_files_in_a_few_ranges(tmp_path, settings):
     # Given 40 small directories of 5 files and 2 subdirectories each (each fits in one listing
     # batch: committed from memory, with its next stage in the commit)
@@ -168,3 +184,10 @@ def _increment() -> int:
             "WHERE seqrelid = pg_get_serial_sequence('task_output_records', 'id')::regclass"
         )
         return cursor.fetchone()[0]
+
+
+def _set_increment(increment: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE task_output_records ALTER COLUMN id SET INCREMENT BY {int(increment)}"
+        )

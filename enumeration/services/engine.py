@@ -284,8 +284,7 @@ def _copy_rows(
 @functools.cache
 def _record_id_sequence() -> tuple[str, int]:
     """The name of ``task_output_records``'s id sequence and its increment (PostgreSQL): the
-    sequence counts in blocks (migration 0009), so one ``nextval`` reserves a block of ids.
-    Read once per process; a migration that changes it is followed by a worker restart."""
+    sequence counts in blocks (migration 0009), so one ``nextval`` reserves a block of ids."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT s.seqrelid::regclass::text, s.seqincrement FROM pg_sequence s "
@@ -304,10 +303,20 @@ def _record_id_blocks(count: int) -> tuple[list[int], int]:
     sequence, block = _record_id_sequence()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
-            [sequence, -(-count // block)],
+            "SELECT nextval(%s::regclass), "
+            "(SELECT seqincrement FROM pg_sequence WHERE seqrelid = %s::regclass) "
+            "FROM generate_series(1, %s)",
+            [sequence, sequence, -(-count // block)],
         )
-        return [row[0] for row in cursor.fetchall()], block
+        rows = cursor.fetchall()
+    if rows and rows[0][1] != block:
+        # The increment changed since this process read it (a migration ran or was reversed
+        # under a running worker): blocks of the old size could overlap another process's.
+        # The values just taken are left unused; read the increment again and reserve anew.
+        logger.warning("record id blocks: the sequence's increment is now %d", rows[0][1])
+        _record_id_sequence.cache_clear()
+        return _record_id_blocks(count)
+    return [row[0] for row in rows], block
 
 
 def _ids_files_first(entries: list[Entry]) -> tuple[list[int], list[IdRange]]:
