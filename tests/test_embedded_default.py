@@ -1,6 +1,7 @@
 """The README's first command, on the embedded default: SQLite and an in-process worker, with no
 DATABASE_URL and no broker in the environment."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -46,3 +47,18 @@ def test_make_demo_runs_on_the_embedded_default(tmp_path):
     assert db.execute("select status from enumeration_sessionstate").fetchall() == [("COMPLETED",)]
     # 601 files, 60 directories, 2 symlinks
     assert db.execute("select count(*) from task_output_records").fetchone() == (663,)
+    # And every file is in exactly one CLASSIFICATION task, named in a few ranges of ids: each
+    # commit gave its files the lowest ids, so the directories between them break no range
+    files = {
+        i for (i,) in db.execute("select id from task_output_records where record_type = 'FILE'")
+    }
+    ranges = [
+        r
+        for (payload,) in db.execute(
+            "select payload from enumeration_task where kind = 'CLASSIFICATION'"
+        )
+        for r in json.loads(payload)["record_id_ranges"]
+    ]
+    classified = [i for first, last in ranges for i in range(first, last + 1)]
+    assert len(classified) == len(set(classified)) and set(classified) == files
+    assert len(ranges) <= 10, ranges

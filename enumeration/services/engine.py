@@ -346,25 +346,30 @@ def _write_rows(
     if connection.vendor == "postgresql":
         _copy_rows(model._meta.db_table, task, extra_column, groups, ids)
         return
-    model.objects.bulk_create(
-        [
-            model(
-                session_id=task.session_id,
-                task_id=task.pk,
-                container=g.container,
-                record_type=e.record_type,
-                object_key=encode_key(e.key),
-                object_key_hash=e.key_hash,
-                name=encode_key(e.name),
-                size=e.size,
-                modified_at=e.modified_at,
-                metadata=e.metadata or {},
-                **{extra_column: g.extra},
-            )
-            for g in groups
-            for e in g.entries
-        ]
-    )
+    rows = [
+        model(
+            session_id=task.session_id,
+            task_id=task.pk,
+            container=g.container,
+            record_type=e.record_type,
+            object_key=encode_key(e.key),
+            object_key_hash=e.key_hash,
+            name=encode_key(e.name),
+            size=e.size,
+            modified_at=e.modified_at,
+            metadata=e.metadata or {},
+            **{extra_column: g.extra},
+        )
+        for g in groups
+        for e in g.entries
+    ]
+    # Files first, as on PostgreSQL: the ids the database gives them then run together.
+    rows.sort(key=_not_a_file)
+    model.objects.bulk_create(rows)
+
+
+def _not_a_file(row: StagedOutputRecord | TaskOutputRecord) -> bool:
+    return row.record_type != RecordType.FILE
 
 
 def _stage(
@@ -454,8 +459,9 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
                 f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
                 f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
                 "WHERE task_id = %s AND unit_hash = %s "
+                "ORDER BY record_type <> %s, object_key_hash "
                 "ON CONFLICT DO NOTHING",
-                [_db(batch.pk), _db(task.pk), batch.unit_hash],
+                [_db(batch.pk), _db(task.pk), batch.unit_hash, RecordType.FILE],
             )
         moved = cursor.rowcount
         cursor.execute(
