@@ -36,8 +36,10 @@ class FilesystemConnector:
                     continue
                 # Runs once per entry: a regular file, the common case, costs one lstat here.
                 try:
-                    if dir_entry.is_dir(follow_symlinks=False) or dir_entry.is_symlink():
-                        entry = _directory_or_symlink(dir_entry, path, digest)
+                    if dir_entry.is_dir(follow_symlinks=False):
+                        entry = Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
+                    elif dir_entry.is_symlink():
+                        entry = _symlink(dir_entry, path, digest)
                     else:
                         st = dir_entry.stat(follow_symlinks=False)
                         entry = Entry(
@@ -62,9 +64,7 @@ class FilesystemConnector:
             yield batch
 
 
-def _directory_or_symlink(dir_entry: os.DirEntry, path: bytes, digest: bytes) -> Entry:
-    if dir_entry.is_dir(follow_symlinks=False):
-        return Entry(RecordType.DIRECTORY, path, digest, dir_entry.name)
+def _symlink(dir_entry: os.DirEntry, path: bytes, digest: bytes) -> Entry:
     # Recorded, never followed: a symlink loop cannot hang a run.
     target = os.readlink(path)
     return Entry(

@@ -395,6 +395,9 @@ def _db(value: uuid.UUID) -> object:
 
 
 _MOVE_COLUMNS = ", ".join(_ROW_COLUMNS)
+# How a staged unit's rows are numbered when they move: files first (the parameter is
+# RecordType.FILE), as ``_ids_files_first`` numbers a commit from memory.
+_FILES_FIRST = "record_type <> %s, object_key_hash"
 _record_type = operator.attrgetter("record_type")
 
 
@@ -441,7 +444,7 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
                 f"INSERT INTO {output} (id, {_MOVE_COLUMNS}, batch_id) "
                 f"SELECT (%s::bigint[])[(n / %s + 1)::int] + n %% %s, {_MOVE_COLUMNS}, %s "
                 f"FROM (SELECT {_MOVE_COLUMNS}, row_number() OVER "
-                "(ORDER BY record_type <> %s, object_key_hash) - 1 AS n "
+                f"(ORDER BY {_FILES_FIRST}) - 1 AS n "
                 f"FROM {staged} WHERE task_id = %s AND unit_hash = %s) AS numbered "
                 "ON CONFLICT DO NOTHING",
                 [
@@ -459,7 +462,7 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
                 f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
                 f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
                 "WHERE task_id = %s AND unit_hash = %s "
-                "ORDER BY record_type <> %s, object_key_hash "
+                f"ORDER BY {_FILES_FIRST} "
                 "ON CONFLICT DO NOTHING",
                 [_db(batch.pk), _db(task.pk), batch.unit_hash, RecordType.FILE],
             )
