@@ -6,6 +6,7 @@
     .venv/bin/python -m benchmarks.enumeration rss --big-dir-files 20000
     .venv/bin/python -m benchmarks.enumeration recovery --rerun-reference
     .venv/bin/python -m benchmarks.enumeration profile --dirs 2000  # py-spy on workers + cProfile
+    .venv/bin/python -m benchmarks.enumeration bound --repeat 3     # what per-entry work allows
 
 throughput  two workers enumerate DIRS x FILES_PER_DIR files; compared with the floor in the same
             run (`find -printf | psql \\copy` into a plain table). Target: >= 0.5x the floor.
@@ -15,6 +16,9 @@ recovery    both workers are SIGKILLed (whole process groups) once half the file
             two fresh ones started. Target: <= 1.15x the uninterrupted run.
 profile     not a measurement: py-spy on both workers of a run, then the engine in this process
             under cProfile (statements and transactions per directory).
+bound       not a run of Census: the CPU of the per-entry work alone (listing, COPY rows, their
+            COPY into a table with the output table's keys) beside the floor, and the best
+            ratio any Census of this design could reach on this machine's cores.
 
 This process plays beat: it runs the Reaper every second while it follows a session. The
 database (default census_bench) is created and migrated when needed and its enumeration tables
@@ -1028,6 +1032,180 @@ def bench_profile(args: argparse.Namespace, results: dict) -> None:
     results["profile"] = {"run": asdict(run), "py_spy": spy, "cprofile": cprofile_run(args, tree)}
 
 
+def _listing_units(root: Path) -> list[bytes]:
+    """Every directory of the tree, the root first, as the workers get them (bytes)."""
+    units, stack = [], [os.fsencode(root)]
+    while stack:
+        unit = stack.pop()
+        units.append(unit)
+        with os.scandir(unit) as entries:
+            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+    return units
+
+
+def _bare_listing(units: list[bytes]) -> None:
+    """The least a Python lister of this design does per entry: one ``DirEntry`` and one
+    ``lstat`` (for a file's size and time), nothing kept."""
+    for unit in units:
+        with os.scandir(unit) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    entry.stat(follow_symlinks=False)
+
+
+def _process_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> dict[str, float]:
+    """CPU seconds, in this process and one PostgreSQL backend, of each piece of per-entry work
+    on ``tree`` (``bench_bound``)."""
+    import uuid
+    from types import SimpleNamespace
+
+    from django.db import connection, transaction
+
+    from enumeration.conf import engine_settings
+    from enumeration.connectors.filesystem import FilesystemConnector
+    from enumeration.connectors.keys import encode_key
+    from enumeration.models import TaskOutputRecord
+    from enumeration.models.fields import uuid7
+    from enumeration.services.engine import _ROW_COLUMNS, _binary_rows, _RowGroup
+
+    cfg = engine_settings()
+    started = _process_seconds()
+    _bare_listing(units)
+    bare = _process_seconds() - started
+
+    connector = FilesystemConnector()
+    started = _process_seconds()
+    listed = [
+        (
+            unit,
+            [e for batch in connector.list_unit(unit, exclude=(), batch_size=10**9) for e in batch],
+        )
+        for unit in units
+    ]
+    listing = _process_seconds() - started
+    entries = sum(len(found) for _, found in listed)
+    if entries != tree.entries:
+        raise BenchError(f"the connector listed {entries:,} entries, the tree has {tree.entries:,}")
+
+    # Units grouped into commits as the workers group them; each unit its own batch id.
+    task = SimpleNamespace(session_id=uuid.uuid4(), pk=uuid.uuid4())
+    started = _process_seconds()
+    copies, group, size, next_id = [], [], 0, 1
+    for number, (unit, found) in enumerate(listed, 1):
+        group.append(_RowGroup(encode_key(unit), uuid7(), found))
+        size += len(found)
+        if size >= cfg.group_commit_entries or number == len(listed):
+            copies.append(_binary_rows(task, group, iter(range(next_id, next_id + size))))
+            next_id += size
+            group, size = [], 0
+    encoding = _process_seconds() - started
+    del listed
+
+    table = "bench_bound_records"
+    columns = ", ".join(("id", *_ROW_COLUMNS, "batch_id"))
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.execute(
+            f"CREATE TABLE {table} (LIKE {TaskOutputRecord._meta.db_table} INCLUDING INDEXES)"
+        )
+        cursor.execute("CHECKPOINT")
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    backend_before = process_cpu(backend)
+    client_before = _process_seconds()
+    t0 = time.monotonic()
+    for rows in copies:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.cursor.copy_expert(
+                f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(rows)
+            )
+    copy_wall = time.monotonic() - t0
+    copy_backend = process_cpu(backend) - backend_before
+    copy_client = _process_seconds() - client_before
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {table}")
+    return {
+        "bare_listing": bare,
+        "connector": listing,
+        "copy_rows": encoding,
+        "copy_backend": copy_backend,
+        "copy_client": copy_client,
+        "copy_wall": copy_wall,
+        "commits": len(copies),
+    }
+
+
+def bench_bound(args: argparse.Namespace, results: dict) -> None:
+    """Not Census: what its per-entry work alone costs, and the best ratio that leaves.
+
+    In one process, on the throughput tree: the bare listing; Census's connector; the binary COPY
+    rows it makes of what it found; and their COPY, in commits of the group-commit size, into a
+    table of the output table's shape and keys (a PostgreSQL backend's CPU, read from /proc).
+    Two workers and their backends could at best share those seconds perfectly between the
+    cores, with nothing else to do (no claims, markers, counters, tasks, Celery): the ratio that
+    gives is an upper bound for any Census of this design, measured beside the floor it is
+    compared with. With --repeat N, floors and measurements alternate; medians are compared.
+    """
+    say(
+        f"\n== bound: the per-entry work alone, {args.dirs:,} directories x "
+        f"{args.files_per_dir} files, one process (not a run of Census) =="
+    )
+    tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
+    units = _listing_units(tree.root)
+    cores = os.cpu_count() or 1
+    per_entry = 1e6 / tree.entries
+    rounds = []
+    for _ in range(args.repeat):
+        floor = floor_run(args, tree)
+        load_before, times_before = load_average(), cpu_times()
+        cpu = _per_entry_cpu(args, tree, units)
+        copy_cpu = cpu["copy_backend"] + cpu["copy_client"]
+        say(
+            f"  CPU per entry: bare listing {cpu['bare_listing'] * per_entry:.1f} µs; Census's "
+            f"connector {cpu['connector'] * per_entry:.1f} µs; its COPY rows "
+            f"{cpu['copy_rows'] * per_entry:.1f} µs; their COPY into the output table's shape "
+            f"({cpu['commits']:,} commits, {cpu['copy_wall']:.1f}s wall) "
+            f"{copy_cpu * per_entry:.1f} µs (backend {cpu['copy_backend'] * per_entry:.1f})  "
+            f"[load {load_before} -> {load_average()}{_steal(times_before)}]"
+        )
+        rounds.append(
+            {
+                "floor_s": floor["seconds"],
+                "bare listing + COPY": cpu["bare_listing"] + copy_cpu,
+                "Census's connector + rows + COPY": cpu["connector"] + cpu["copy_rows"] + copy_cpu,
+                "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+            }
+        )
+    floor_s = statistics.median(r["floor_s"] for r in rounds)
+    medians = f", medians of {len(rounds)} rounds" if len(rounds) > 1 else ""
+    bound = {}
+    for name in ("bare listing + COPY", "Census's connector + rows + COPY"):
+        seconds = statistics.median(r[name] for r in rounds)
+        best = seconds / cores
+        ratio = floor_s / best
+        bound[name] = {
+            "cpu_s": round(seconds, 2),
+            "best_wall_s": round(best, 2),
+            "ratio": round(ratio, 3),
+        }
+        say(
+            f"  {name}: {seconds:.1f} CPU-s for the tree; on {cores} cores at best {best:.1f}s "
+            f"wall against the floor's {floor_s:.2f}s: a ratio of at most {ratio:.3f} "
+            f"(target {THROUGHPUT_TARGET}){medians}"
+        )
+    results["bound"] = {
+        "entries": tree.entries,
+        "rounds": rounds,
+        "median_floor_s": floor_s,
+        "bound": bound,
+    }
+
+
 def code_version(repo: Path) -> str:
     """The commit the workers run, and whether the engine's files differ from it."""
     git = ["git", "-C", str(repo)]
@@ -1049,7 +1227,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("benchmark", choices=["throughput", "rss", "recovery", "all", "profile"])
+    parser.add_argument(
+        "benchmark", choices=["throughput", "rss", "recovery", "all", "profile", "bound"]
+    )
     parser.add_argument("--dirs", type=int, default=10_000, help="directories in the tree")
     parser.add_argument("--files-per-dir", type=int, default=100, help="files in each directory")
     parser.add_argument(
@@ -1081,7 +1261,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="throughput: alternate N floors and N Census runs; recovery: N uninterrupted and N "
-        "interrupted runs; the medians are compared",
+        "interrupted runs; bound: N floors and N measurements; the medians are compared",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per session")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -1130,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_recovery(args, results)
         if args.benchmark == "profile":
             bench_profile(args, results)
+        if args.benchmark == "bound":
+            bench_bound(args, results)
     except BenchError as exc:
         say(f"ERROR: {exc}")
         return 1
@@ -1140,6 +1322,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("throughput", "rss", "recovery"):
         if name in results:
             say(f"  {name}: {results[name]['verdict']}")
+    for name, bound in results.get("bound", {}).get("bound", {}).items():
+        say(f"  bound ({name}): a ratio of at most {bound['ratio']:.3f}")
     return 0
 
 
