@@ -4,7 +4,6 @@ With neither DATABASE_URL nor CELERY_BROKER_URL set, Census runs on its embedded
 ``var/`` and an in-process worker, so a fresh machine needs nothing else installed.
 """
 
-import os
 import shlex
 import sys
 from datetime import timedelta
@@ -14,10 +13,10 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("CENSUS_VAR_DIR", BASE_DIR / "var"))
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+VAR_DIR = Path(env.str("CENSUS_VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
 _INSECURE_KEY = "census-insecure-development-key-set-SECRET_KEY-in-production"
@@ -44,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "enumeration",
     "nms",
@@ -116,6 +116,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+# A deployment runs `collectstatic` (the Dockerfile does); the embedded default serves the apps'
+# static files (the admin's, the API docs') straight from where they are installed.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG or EMBEDDED_DATABASE)
 
 # --- Celery ----------------------------------------------------------------------------------
 # No broker configured means the embedded default: messages go to an in-memory transport and
@@ -195,7 +198,7 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -210,6 +213,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Census finds what an organisation has and keeps finding it.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the installed drf-spectacular-sidecar, not a CDN: /api/docs/ works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Logging and error reporting -------------------------------------------------------------

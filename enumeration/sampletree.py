@@ -31,7 +31,8 @@ def sample_tree_create(
 ) -> SampleTree:
     """Create the tree under ``root`` (which must not exist yet). Deterministic for a seed."""
     rng = random.Random(seed)  # noqa: S311  (a reproducible tree, not a secret)
-    root_b = os.fsencode(root)
+    # Absolute: the symlink loop points at it, and a relative target would dangle.
+    root_b = os.path.abspath(os.fsencode(root))
     os.makedirs(root_b)
     tree = SampleTree(root=root_b)
     # (path, depth); a chain first so the tree is exactly ``depth`` deep.

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
-from enumeration.choices import BatchStatus, SessionStatus, TaskKind, TaskStatus
+from enumeration.choices import BatchStatus, SessionStatus, TargetType, TaskKind, TaskStatus
 from enumeration.connectors.keys import encode_key
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 from enumeration.services.inprocess import session_drain
@@ -584,8 +584,26 @@ def test_the_enumeration_api_schema_generates_without_warnings(tmp_path: Path) -
     )
 
 
-def test_the_api_docs_page_is_served(api: APIClient) -> None:
+def test_a_page_is_never_larger_than_the_limit_ceiling(api: APIClient) -> None:
+    ScanTarget.objects.bulk_create(
+        ScanTarget(name=f"t{i}", target_type=TargetType.DIRECTORY, location=f"/srv/t{i}")
+        for i in range(1005)
+    )
+
+    page = api.get("/api/targets/", {"limit": 100_000}).json()
+
+    assert page["count"] == 1005
+    assert len(page["results"]) == 1000
+    assert "limit=1000" in page["next"]
+
+
+def test_the_api_docs_page_is_served_without_a_cdn(api: APIClient) -> None:
     response = api.get("/api/docs/")
 
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+    # Swagger UI comes from the installed sidecar package: the page works on a closed network
+    assert b"https://" not in response.content
+    assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in (
+        response.content
+    )

@@ -62,3 +62,41 @@ def test_make_demo_runs_on_the_embedded_default(tmp_path):
     classified = [i for first, last in ranges for i in range(first, last + 1)]
     assert len(classified) == len(set(classified)) and set(classified) == files
     assert len(ranges) <= 10, ranges
+
+
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY")
+    }
+    env["CENSUS_VAR_DIR"] = str(tmp_path / "var")
+    return env
+
+
+def test_the_monitor_commands_say_in_one_line_that_they_need_postgresql(tmp_path):
+    for command in (["nms_tick"], ["nms_poll", "1"]):
+        result = subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=REPO,
+            env=_embedded_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1, result.stderr
+        assert "needs PostgreSQL" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_the_sample_trees_symlink_loop_points_at_its_root_from_a_relative_path(
+    tmp_path, monkeypatch
+):
+    from enumeration.sampletree import sample_tree_create
+
+    monkeypatch.chdir(tmp_path)
+    tree = sample_tree_create("relative", directories=12, files=20)
+
+    loop = tree.symlinks[0]
+    assert os.readlink(loop) == os.fsencode(tmp_path / "relative")
+    assert os.path.samefile(loop, tmp_path / "relative")

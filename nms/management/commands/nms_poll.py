@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from nms.management.commands._postgresql import PostgreSQLCommand
 from nms.services.poller import database_now, devices_poll
 
 
-class Command(BaseCommand):
+class Command(PostgreSQLCommand):
+    needs_postgresql_for = "the poller"
     help = "Poll the given active devices now, in this process; prints what happened."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -11,12 +11,14 @@ import time
 from types import FrameType
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from nms.management.commands._postgresql import PostgreSQLCommand
 from nms.services.scheduler import scheduler_tick
 
 
-class Command(BaseCommand):
+class Command(PostgreSQLCommand):
+    needs_postgresql_for = "the scheduler tick"
     help = "Run the NMS scheduler tick once (claim due devices, fping, dispatch polls), or loop."
 
     def add_arguments(self, parser: CommandParser) -> None:
