@@ -2,7 +2,10 @@
 Pipeliner, Reaper and session outcomes. Worker-process behaviour is in test_workers.py."""
 
 import os
+import shutil
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -83,6 +86,51 @@ def test_empty_directory_gets_a_completion_marker(tmp_path):
     batch = Batch.objects.get(session=session)
     assert batch.status == BatchStatus.SUCCEEDED
     assert batch.items_processed == 0
+
+
+@pytest.fixture
+def tmpfs_path():
+    """A directory on tmpfs, which keeps modification times far beyond a datetime's range (the
+    test machine's ext4 clamps them to 1901-2446)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.fail("/dev/shm (tmpfs) is needed for this test")
+    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="census-test-"))
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_modification_time_no_record_can_hold_is_kept_in_metadata_and_loses_nothing(
+    tmpfs_path, settings
+):
+    # Given three sibling directories, each with a file whose time is past the year 9999 or
+    # before the year 1; the middle one big enough to be staged batch by batch
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 2}
+    far_future, far_past = 253_402_300_810 * 10**9, -70_000_000_000 * 10**9
+    for name, count in (("d1", 1), ("d2", 5), ("d3", 1)):
+        (tmpfs_path / name).mkdir()
+        for i in range(count):
+            (tmpfs_path / name / f"ok{i}").write_text("x")
+        for label, ns in (("future", far_future), ("past", far_past)):
+            (tmpfs_path / name / label).write_text("yy")
+            os.utime(tmpfs_path / name / label, ns=(ns, ns))
+    # When it is enumerated
+    session = drain(enumerate_target(path=tmpfs_path))
+    # Then every unit committed and every file is there, the odd ones without a time
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert not Batch.objects.filter(session=session, status=BatchStatus.FAILED).exists()
+    files = TaskOutputRecord.objects.filter(session=session, record_type=RecordType.FILE)
+    assert files.count() == 7 + 6
+    odd = files.filter(name__in=["future", "past"])
+    assert odd.count() == 6
+    # And each carries the time as the source gave it, said to be out of range
+    for record in odd:
+        assert record.modified_at is None
+        assert record.size == 2
+        assert record.metadata == {
+            "error": "modification time out of range",
+            "mtime_ns": far_future if record.name == "future" else far_past,
+        }
+    assert all(r.modified_at is not None for r in files.exclude(name__in=["future", "past"]))
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,22 @@ class UnitUnreadable(Exception):
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _ns_since_epoch(moment: datetime) -> int:
+    return (moment - _UNIX_EPOCH) // timedelta(microseconds=1) * 1000
+
+
+# The modification times a record can hold: Python's datetime range (years 1 to 9999), inside
+# PostgreSQL's. tmpfs, btrfs, ZFS and NTFS accept times beyond it; such a time is kept in the
+# record's metadata, as the source gave it, instead of failing the unit's commit.
+MTIME_MIN_NS = _ns_since_epoch(datetime.min.replace(tzinfo=UTC))
+MTIME_MAX_NS = _ns_since_epoch(datetime.max.replace(tzinfo=UTC))
+
+
+def mtime_out_of_range(mtime_ns: int) -> dict:
+    """The metadata of an entry whose modification time no record can hold."""
+    return {"error": "modification time out of range", "mtime_ns": mtime_ns}
+
+
 @dataclass(slots=True)
 class Entry:
     """One listed object. Not frozen: a frozen dataclass's __init__ costs a call per field, and

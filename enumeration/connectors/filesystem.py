@@ -6,7 +6,13 @@ from hashlib import blake2b as _blake2b
 from stat import S_ISREG
 
 from enumeration.choices import RecordType
-from enumeration.connectors.base import Entry, UnitUnreadable
+from enumeration.connectors.base import (
+    MTIME_MAX_NS,
+    MTIME_MIN_NS,
+    Entry,
+    UnitUnreadable,
+    mtime_out_of_range,
+)
 from enumeration.connectors.keys import encode_key
 
 _FILE = RecordType.FILE
@@ -42,14 +48,17 @@ class FilesystemConnector:
                         entry = _symlink(dir_entry, path, digest)
                     else:
                         st = dir_entry.stat(follow_symlinks=False)
+                        mtime = st.st_mtime_ns
                         entry = Entry(
                             _FILE if S_ISREG(st.st_mode) else _OTHER,
                             path,
                             digest,
                             dir_entry.name,
                             st.st_size,
-                            st.st_mtime_ns,
+                            mtime,
                         )
+                        if not MTIME_MIN_NS <= mtime <= MTIME_MAX_NS:
+                            entry.mtime_ns, entry.metadata = None, mtime_out_of_range(mtime)
                 except FileNotFoundError:
                     continue  # removed between the listing and the stat: not there any more
                 except OSError as exc:
