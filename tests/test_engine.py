@@ -4,6 +4,7 @@ Pipeliner, Reaper and session outcomes. Worker-process behaviour is in test_work
 import os
 import shutil
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
+from enumeration.connectors import filesystem
 from enumeration.connectors.keys import encode_key, key_hash
 from enumeration.idranges import ranges_ids
 from enumeration.models import (
@@ -350,6 +352,59 @@ def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
     # And the first worker, which lost its lease, cannot write any more
     with pytest.raises(LeaseLost), transaction.atomic():
         engine._heartbeat(task.pk, "first", cfg.lease)
+
+
+def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_goes_by(
+    tmp_path, settings, monkeypatch
+):
+    # Given a directory of 3,000 files, 2,500 of them staged by an attempt that died
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 100, "LEASE_SECONDS": 2}
+    for i in range(3000):
+        (tmp_path / f"f{i:04d}").touch()
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.get(session=session)
+    claimed = task_claim(task_id=task.pk, worker_id="first")
+    cfg = engine.engine_settings()
+    unit = os.fsencode(str(tmp_path))
+    listing = engine.connector_for("directory").list_unit(unit, exclude=set(), batch_size=100)
+    for _ in range(25):
+        engine._stage(claimed, "first", cfg, encode_key(unit), key_hash(unit), next(listing))
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert tasks_reap().requeued == 1
+    # And going past an entry takes a millisecond (a slow share), while beat's Reaper runs
+    # alongside: skipping the staged entries takes longer than the lease
+    real_hash, calls = filesystem._blake2b, iter(range(10**6))
+
+    def slow_hash(data: bytes, digest_size: int):
+        time.sleep(0.001)
+        if next(calls) % 100 == 0:
+            tasks_reap()
+        return real_hash(data, digest_size=digest_size)
+
+    monkeypatch.setattr(filesystem, "_blake2b", slow_hash)
+    # When another worker resumes the task
+    outcome = task_run(task_id=task.pk, worker_id="second")
+    # Then it renewed its lease while it skipped, and completed with exactly the 3,000 files
+    assert outcome.status == "completed"
+    assert Batch.objects.get(task=task).items_resumed == 2500
+    assert TaskOutputRecord.objects.filter(session=session).count() == 3000
+    assert Task.objects.get(pk=task.pk).attempts == 2
+
+
+def test_a_long_commit_renews_the_lease_from_its_end(tmp_path, settings, monkeypatch):
+    # Given a claimed task whose unit's commit takes most of a 2-second lease
+    settings.CENSUS = {**settings.CENSUS, "LEASE_SECONDS": 2}
+    (tmp_path / "f").touch()
+    task = Task.objects.get(session=enumerate_target(path=tmp_path))
+    claimed = task_claim(task_id=task.pk, worker_id="w")
+    real_insert = engine._insert_batches
+    monkeypatch.setattr(engine, "_insert_batches", lambda b: (time.sleep(1.5), real_insert(b)))
+    # When the unit is committed
+    engine._process_unit(claimed, "w", engine.engine_settings(), os.fsencode(str(tmp_path)))
+    committed_at = timezone.now()
+    # Then the lease runs a whole lease from the commit's end, not from its start
+    lease_left = Task.objects.get(pk=task.pk).lease_expires_at - committed_at
+    assert lease_left > timedelta(seconds=1.8)
 
 
 def test_reaper_fails_a_task_past_its_attempt_limit(tmp_path):

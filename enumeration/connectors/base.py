@@ -64,6 +64,8 @@ class Connector(Protocol):
         """Stream one level of ``unit`` in batches of at most ``batch_size`` entries.
 
         Entries whose key hash is in ``exclude`` (already staged by an interrupted attempt) are
-        skipped. Raises ``UnitUnreadable`` when the unit cannot be opened at all.
+        skipped; every ``batch_size`` of them, the batch so far is yielded, even empty, so that
+        the caller can renew its lease during a long run of them. Raises ``UnitUnreadable`` when
+        the unit cannot be opened at all.
         """
         ...

@@ -28,6 +28,7 @@ class FilesystemConnector:
         except OSError as exc:
             raise UnitUnreadable(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
         batch: list[Entry] = []
+        skipped = 0
         with iterator:
             while True:
                 try:
@@ -39,6 +40,13 @@ class FilesystemConnector:
                 path = dir_entry.path
                 digest = _blake2b(path, digest_size=16).digest()  # keys.key_digest, inlined
                 if exclude and digest.hex() in exclude:
+                    skipped += 1
+                    if skipped == batch_size:
+                        # A long run of excluded entries yields what it has, even nothing,
+                        # so that the caller keeps its lease while it goes by.
+                        skipped = 0
+                        yield batch
+                        batch = []
                     continue
                 # Runs once per entry: a regular file, the common case, costs one lstat here.
                 try:

@@ -119,6 +119,12 @@ def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
     return task
 
 
+def _renewal_interval(cfg: EngineSettings) -> float:
+    """Seconds of work after which a lease is renewed even though nothing was written: a third
+    of the lease, so that two renewals may be late before the Reaper takes the task back."""
+    return cfg.lease.total_seconds() / 3
+
+
 def _heartbeat(task_id: uuid.UUID, worker_id: str, lease: timedelta) -> None:
     """Extend the lease; raise LeaseLost when it is not ours any more. Call inside a transaction."""
     now = timezone.now()
@@ -552,7 +558,9 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
     if not units:
         return
     with transaction.atomic():
+        # The lease is proved, and the task's row locked against the Reaper, before any write.
         _heartbeat(task.pk, worker_id, cfg.lease)
+        started = time.monotonic()
         totals: Counter[str] = Counter()
         direct: list[ListedUnit] = []
         failed = 0
@@ -591,6 +599,10 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
             items=totals.total(),
             processed=handed_on(next_stage.tasks),
         )
+        if time.monotonic() - started >= _renewal_interval(cfg):
+            # A long commit (a big staged unit's move) renews the lease from its end: the lease
+            # taken at its start may have run out while the Reaper waited on the row's lock.
+            _heartbeat(task.pk, worker_id, cfg.lease)
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -650,12 +662,21 @@ def _list_unit(
     connector = connector_for(task.session.source_type)
     staged_batches = 0
     held: list[Entry] = []
+    renewed = time.monotonic()
     try:
         for entries in connector.list_unit(
             unit, exclude=already_staged, batch_size=cfg.listing_batch_size
         ):
+            if not entries:
+                # Excluded entries going by, nothing to stage: renew the lease when it is due.
+                if time.monotonic() - renewed >= _renewal_interval(cfg):
+                    with transaction.atomic():
+                        _heartbeat(task.pk, worker_id, cfg.lease)
+                    renewed = time.monotonic()
+                continue
             if held:
                 _stage(task, worker_id, cfg, unit_key, unit_hash, held)
+                renewed = time.monotonic()
                 staged_batches += 1
                 _pause_for_tests(cfg, unit, staged_batches)
             held = entries
