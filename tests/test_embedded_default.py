@@ -3,9 +3,13 @@ DATABASE_URL and no broker in the environment."""
 
 import json
 import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -100,3 +104,146 @@ def test_the_sample_trees_symlink_loop_points_at_its_root_from_a_relative_path(
     loop = tree.symlinks[0]
     assert os.readlink(loop) == os.fsencode(tmp_path / "relative")
     assert os.path.samefile(loop, tmp_path / "relative")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _request(url: str, *, token: str | None = None, body: dict | None = None) -> dict:
+    """A JSON request to the web process under test (http://127.0.0.1 only)."""
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(  # noqa: S310  (loopback http, checked above)
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_the_web_process_runs_the_sessions_the_api_starts_on_the_embedded_default(tmp_path):
+    # Given the embedded default (no database, no broker configured), migrated, with a user
+    from enumeration.sampletree import ground_truth, sample_tree_create
+
+    env = _embedded_env(tmp_path) | {
+        "DJANGO_SUPERUSER_USERNAME": "operator",
+        "DJANGO_SUPERUSER_PASSWORD": "a-long-test-password-1",
+        "DJANGO_SUPERUSER_EMAIL": "operator@example.invalid",
+        "LOG_LEVEL": "WARNING",
+    }
+    manage = [sys.executable, "manage.py"]
+    for command in (["migrate", "--no-input", "-v", "0"], ["createsuperuser", "--no-input"]):
+        subprocess.run([*manage, *command], cwd=REPO, env=env, check=True, timeout=120)
+    tree = sample_tree_create(tmp_path / "tree", directories=40, files=300)
+    # And a shell's `enumerate` without --wait, which has no worker of its own
+    shell = subprocess.run(
+        [*manage, "enumerate", str(tmp_path / "tree")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "runserver" in shell.stdout, shell.stdout
+    port = _free_port()
+    server = subprocess.Popen(
+        [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                token = _request(
+                    f"{base}/auth/token/",
+                    body={"username": "operator", "password": "a-long-test-password-1"},
+                )["access"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "the web process did not start"
+                time.sleep(0.2)
+        # When the web process is up: it picks up the shell's session, and runs the API's
+        second = tmp_path / "second"
+        second.mkdir()
+        for i in range(25):
+            (second / f"f{i}").write_text("x")
+        started = _request(f"{base}/sessions/", token=token, body={"path": str(second)})
+        sessions = {}
+        while time.monotonic() < deadline + 120:
+            sessions = {s["id"]: s for s in _request(f"{base}/sessions/", token=token)["results"]}
+            if all(s["status"] == "COMPLETED" for s in sessions.values()):
+                break
+            time.sleep(0.3)
+        # Then both sessions end COMPLETED, each with exactly what is on disk
+        assert len(sessions) == 2
+        assert {s["status"] for s in sessions.values()} == {"COMPLETED"}, sessions
+        truth = ground_truth(tree.root)
+        first = next(s for s in sessions.values() if s["id"] != started["id"])
+        assert first["counters"]["items_found"] == len(truth)
+        assert sessions[started["id"]]["counters"]["items_found"] == 25
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_wait_says_how_to_carry_on_and_resume_finishes_exactly(tmp_path):
+    # Given the embedded default, and a listing that will pause in the middle of a directory
+    env = _embedded_env(tmp_path) | {
+        "LOG_LEVEL": "WARNING",
+        "CENSUS_LISTING_BATCH_SIZE": "10",
+        "CENSUS_TEST_PAUSE_LISTING": f"big:1:60:{tmp_path / 'paused'}",
+    }
+    tree = tmp_path / "tree"
+    (tree / "big").mkdir(parents=True)
+    (tree / "small").mkdir()
+    for i in range(35):
+        (tree / "big" / f"f{i}").write_text("x")
+    (tree / "small" / "g").write_text("y")
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], cwd=REPO, env=env, check=True)
+    waiting = subprocess.Popen(
+        [*manage, "enumerate", str(tree), "--wait"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "paused").exists():
+        assert waiting.poll() is None, waiting.communicate()
+        assert time.monotonic() < deadline, "the listing never paused"
+        time.sleep(0.1)
+    # When the operator presses Ctrl-C in the middle of the directory
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=60)
+    # Then the command stops with one line saying how to carry on, not a traceback
+    assert waiting.returncode == 130, out + err
+    assert "Traceback" not in err
+    session_id = out.split()[1]
+    assert f"manage.py resume {session_id} --wait" in err
+    # And resuming it finishes with exactly what is on disk
+    resumed = subprocess.run(
+        [*manage, "resume", session_id, "--wait"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert f"session {session_id} COMPLETED" in resumed.stdout, resumed.stdout + resumed.stderr
+    db = sqlite3.connect(tmp_path / "var" / "census.sqlite3")
+    keys = [k for (k,) in db.execute("select object_key from task_output_records")]
+    assert len(keys) == len(set(keys)) == 35 + 1 + 2  # the files, and the two directories

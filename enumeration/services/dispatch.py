@@ -4,6 +4,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 
 from enumeration.choices import TaskKind
@@ -19,6 +20,15 @@ RUNNABLE_KINDS = (TaskKind.DISCOVERY_ENUMERATE,)
 def _send(task_ids: list[str]) -> None:
     from enumeration.tasks import run_enumeration_task
 
+    if settings.CENSUS_IN_PROCESS_WORKER:
+        # The embedded default: no broker, nothing would consume a message. This process's
+        # background worker (the web process has one) is woken instead; a process without one
+        # (a management command) runs its work in the foreground, or leaves it in the database
+        # for the next process that has one.
+        from enumeration.services.inprocess import background_worker_wake
+
+        background_worker_wake()
+        return
     for task_id in task_ids:
         try:
             run_enumeration_task.apply_async(args=[task_id], retry=False)

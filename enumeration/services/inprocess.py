@@ -1,9 +1,19 @@
-"""The embedded default's worker: drain a session's tasks in this process, straight from the
-database (which is the queue in every mode; a broker only delivers wake-up calls)."""
+"""The embedded default's worker, in process, straight from the database (which is the queue in
+every mode; a broker only delivers wake-up calls).
 
-import time
+Two forms: ``session_drain`` runs one session's tasks in the foreground until it ends (the
+management commands' ``--wait``); ``background_worker_start`` gives a long-lived process (the
+embedded default's web process) a thread that runs every active session's tasks, woken by the
+messages this process sends and by a poll of the database.
+"""
+
+import logging
+import threading
 import uuid
 from collections.abc import Callable
+from time import sleep
+
+from django.db import close_old_connections
 
 from enumeration.choices import SessionStatus, TaskStatus
 from enumeration.models import SessionState, Task
@@ -12,6 +22,24 @@ from enumeration.services.dispatch import RUNNABLE_KINDS
 from enumeration.services.engine import task_run, worker_identity
 from enumeration.services.pipeliner import pipeline_advance
 from enumeration.services.sessions import session_refresh_status, tasks_reap
+
+logger = logging.getLogger(__name__)
+
+# How often the background worker looks at the database when no message woke it: work another
+# process created (``manage.py enumerate`` in a shell) or a lease that ran out.
+BACKGROUND_POLL_SECONDS = 2.0
+
+
+def _next_pending_task(session_id: uuid.UUID | None = None) -> uuid.UUID | None:
+    """The oldest pending task this loop runs: of one session, or of any active session."""
+    tasks = Task.objects.filter(kind__in=RUNNABLE_KINDS, status=TaskStatus.PENDING)
+    if session_id is not None:
+        tasks = tasks.filter(session_id=session_id)
+    else:
+        tasks = tasks.filter(
+            session__status__in=ACTIVE_SESSION_STATUSES, session__purge_started_at__isnull=True
+        )
+    return tasks.order_by("created_at").values_list("pk", flat=True).first()
 
 
 def session_drain(
@@ -23,14 +51,7 @@ def session_drain(
     """Run the session's tasks here until it is no longer active. Returns it, finished."""
     worker_id = worker_identity()
     while True:
-        next_task = (
-            Task.objects.filter(
-                session_id=session_id, kind__in=RUNNABLE_KINDS, status=TaskStatus.PENDING
-            )
-            .order_by("created_at")
-            .values_list("pk", flat=True)
-            .first()
-        )
+        next_task = _next_pending_task(session_id)
         if next_task is not None:
             task_run(task_id=next_task, worker_id=worker_id)
         else:
@@ -44,6 +65,73 @@ def session_drain(
                 if on_progress:
                     on_progress(session)
                 return session
-            time.sleep(idle_sleep)  # a task is running elsewhere: wait for it
+            sleep(idle_sleep)  # a task is running elsewhere: wait for it
         if on_progress:
             on_progress(SessionState.objects.get(pk=session_id))
+
+
+def sessions_work(*, worker_id: str) -> int:
+    """Run every pending task of every active session, then what beat would run (the Reaper,
+    the Pipeliner's safety net, the sessions' closing): one pass of the background worker.
+    Returns how many tasks it ran."""
+    ran = 0
+    while (task_id := _next_pending_task()) is not None:
+        task_run(task_id=task_id, worker_id=worker_id)
+        ran += 1
+    tasks_reap()
+    active = SessionState.objects.filter(
+        status__in=ACTIVE_SESSION_STATUSES, purge_started_at__isnull=True
+    ).values_list("pk", flat=True)
+    for session_id in active:
+        pipeline_advance(session_id=session_id)
+        session_refresh_status(session_id=session_id)
+    return ran
+
+
+class _BackgroundWorker:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="census-in-process-worker", daemon=True
+                )
+                self._thread.start()
+
+    def wake(self) -> bool:
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        self._wake.set()
+        return True
+
+    def _run(self) -> None:
+        worker_id = worker_identity()
+        logger.info("in-process worker started")
+        while True:
+            self._wake.clear()
+            try:
+                sessions_work(worker_id=worker_id)
+            except Exception:
+                # The database is the queue: whatever failed is still there for the next pass.
+                logger.exception("in-process worker: a pass failed")
+            finally:
+                close_old_connections()
+            self._wake.wait(BACKGROUND_POLL_SECONDS)
+
+
+_background = _BackgroundWorker()
+
+
+def background_worker_start() -> None:
+    """Give this process a background worker (once; a no-op when it has one). The first pass
+    resumes every active session, as the Orchestrator does when a worker starts."""
+    _background.start()
+
+
+def background_worker_wake() -> bool:
+    """Wake this process's background worker now; False when this process has none."""
+    return _background.wake()

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from enumeration.management.commands._follow import follow_session
+from enumeration.management.commands._follow import follow_session, note_when_nothing_runs_it
 from enumeration.services.sessions import SessionConflict, TargetInvalid, enumerate_target
 
 
@@ -23,13 +23,15 @@ class Command(BaseCommand):
         except (TargetInvalid, SessionConflict) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"session {session.pk} started for {session.target.location}")
-        if wait:
-            session = follow_session(session, self.stdout)
-            self.stdout.write(
-                f"session {session.pk} {session.status}: {session.items_found:,} items "
-                f"({session.files_found:,} files, {session.directories_found:,} directories) "
-                f"in {session.total_batches:,} directories listed, "
-                f"{session.failed_batches:,} failed"
-            )
-            if session.failure_reason:
-                self.stdout.write(f"reason: {session.failure_reason}")
+        if not wait:
+            note_when_nothing_runs_it(session, self.stdout)
+            return
+        session = follow_session(session, self.stdout)
+        self.stdout.write(
+            f"session {session.pk} {session.status}: {session.items_found:,} items "
+            f"({session.files_found:,} files, {session.directories_found:,} directories) "
+            f"in {session.total_batches:,} directories listed, "
+            f"{session.failed_batches:,} failed"
+        )
+        if session.failure_reason:
+            self.stdout.write(f"reason: {session.failure_reason}")

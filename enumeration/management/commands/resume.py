@@ -2,7 +2,7 @@ import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from enumeration.management.commands._follow import follow_session
+from enumeration.management.commands._follow import follow_session, note_when_nothing_runs_it
 from enumeration.models import SessionState
 from enumeration.services.sessions import SessionConflict, resume_target
 
@@ -24,6 +24,8 @@ class Command(BaseCommand):
         except SessionState.DoesNotExist as exc:
             raise CommandError(f"No session {session_id}.") from exc
         self.stdout.write(f"session {session.pk} resumed: {session.status}")
-        if wait:
-            session = follow_session(session, self.stdout)
-            self.stdout.write(f"session {session.pk} {session.status}")
+        if not wait:
+            note_when_nothing_runs_it(session, self.stdout)
+            return
+        session = follow_session(session, self.stdout)
+        self.stdout.write(f"session {session.pk} {session.status}")
