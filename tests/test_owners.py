@@ -21,6 +21,7 @@ from enumeration.services.sessions import (
 )
 
 PRINT_IDENTITY = "from enumeration.services.owners import owner_identity; print(owner_identity())"
+_, BOOT, NAMESPACE, *_ = owner_identity().split(":")
 
 
 def _identity_of_a_process(*, wait: bool = True) -> tuple[str, subprocess.Popen]:
@@ -68,25 +69,27 @@ def test_where_proc_hides_other_users_processes_a_missing_one_is_not_taken_for_g
     # Then a process it cannot find might be another user's live one: its lease decides
     assert not owner_is_gone(exited)
     # But a pid it can see with another start time is gone all the same
-    host, namespace, pid, start, nonce = owner_identity().split(":")
-    assert owner_is_gone(f"{host}:{namespace}:{pid}:{int(start) + 1}:{nonce}")
+    host, boot, namespace, pid, start, nonce = owner_identity().split(":")
+    assert owner_is_gone(f"{host}:{boot}:{namespace}:{pid}:{int(start) + 1}:{nonce}")
 
 
 def test_a_reused_pid_is_told_apart_by_its_start_time():
-    host, namespace, pid, start, nonce = owner_identity().split(":")
-    assert not owner_is_gone(f"{host}:{namespace}:{pid}:{start}:{nonce}")
-    assert owner_is_gone(f"{host}:{namespace}:{pid}:{int(start) + 1}:{nonce}")
+    host, boot, namespace, pid, start, nonce = owner_identity().split(":")
+    assert not owner_is_gone(f"{host}:{boot}:{namespace}:{pid}:{start}:{nonce}")
+    assert owner_is_gone(f"{host}:{boot}:{namespace}:{pid}:{int(start) + 1}:{nonce}")
 
 
 @pytest.mark.parametrize(
     "owner",
     [
-        "another-host:4026531836:1:1:abcd1234",  # another machine: only its lease can tell
-        f"{socket.gethostname()}:1:999999999:1:abcd1234",  # another PID namespace
-        f"{socket.gethostname()}:{os.getpid()}:abcd1234",  # named the old way
+        f"another-host:{BOOT}:{NAMESPACE}:1:1:abcd1234",  # another hostname: its lease decides
+        f"{socket.gethostname()}:{BOOT}:1:999999999:1:abcd1234",  # another PID namespace
+        f"{socket.gethostname()}:{NAMESPACE}:999999999:1:abcd1234",  # named before boot ids
+        f"{socket.gethostname()}:{os.getpid()}:abcd1234",  # named where /proc could not tell
         "",
         "w1",
         "a:b:c:d:e",
+        "a:b:c:d:e:f",
     ],
 )
 def test_an_owner_that_cannot_be_checked_is_not_gone(owner):

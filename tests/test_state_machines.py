@@ -19,6 +19,8 @@ SESSION_METHODS = {
 ALLOWED_SESSION = {
     (SessionStatus.INITIALIZED, SessionStatus.IN_PROGRESS),
     (SessionStatus.INITIALIZED, SessionStatus.FAILED),
+    # No worker has started it within the threshold; the first claim takes it on.
+    (SessionStatus.INITIALIZED, SessionStatus.STALLED),
     (SessionStatus.IN_PROGRESS, SessionStatus.COMPLETED),
     (SessionStatus.IN_PROGRESS, SessionStatus.FAILED),
     (SessionStatus.IN_PROGRESS, SessionStatus.STALLED),

@@ -4,7 +4,7 @@ import uuid
 from datetime import timedelta
 
 from django.db import models
-from django.db.models import F
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from enumeration.choices import SessionStatus, TargetType
@@ -43,8 +43,12 @@ class ScanTarget(models.Model):
 
 # The session state machine. PARTIALLY_COMPLETED, STALLED and FAILED are where a run rests, not
 # dead ends: a resume (or, for STALLED, fresh progress) takes the session back to IN_PROGRESS.
+# INITIALIZED -> STALLED is a session no worker has started within the threshold (no worker
+# consumes its queue); the first claim takes it on to IN_PROGRESS.
 SESSION_TRANSITIONS: dict[str, frozenset[str]] = {
-    SessionStatus.INITIALIZED: frozenset({SessionStatus.IN_PROGRESS, SessionStatus.FAILED}),
+    SessionStatus.INITIALIZED: frozenset(
+        {SessionStatus.IN_PROGRESS, SessionStatus.FAILED, SessionStatus.STALLED}
+    ),
     SessionStatus.IN_PROGRESS: frozenset(
         {
             SessionStatus.COMPLETED,
@@ -64,6 +68,8 @@ ACTIVE_SESSION_STATUSES = (
     SessionStatus.STALLED,
 )
 FINISHED_SESSION_STATUSES = tuple(s for s in SessionStatus if s not in ACTIVE_SESSION_STATUSES)
+# Where a session is watched for stalling: waiting for its first claim, or running.
+STALLABLE_SESSION_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.IN_PROGRESS)
 
 
 class Checkpoint(models.Model):
@@ -147,8 +153,13 @@ class SessionState(Timeline):
         self.mark_timeline_completed()
 
     def mark_stalled(self) -> None:
+        since = self.last_update.isoformat()
+        if self.status == SessionStatus.INITIALIZED:
+            reason = f"no worker has started it since {since}"
+        else:
+            reason = f"no progress since {since}"
         self._transition(SessionStatus.STALLED)
-        self.failure_reason = f"no progress since {self.last_update.isoformat()}"
+        self.failure_reason = reason
 
     # --- metrics -------------------------------------------------------------------------
     @property
@@ -157,7 +168,7 @@ class SessionState(Timeline):
 
     def is_stalled(self, threshold: timedelta) -> bool:
         return (
-            self.status == SessionStatus.IN_PROGRESS
+            self.status in STALLABLE_SESSION_STATUSES
             and timezone.now() - self.last_update > threshold
         )
 
@@ -176,8 +187,18 @@ class SessionState(Timeline):
 
         Several workers commit units of one session at once, so the counters are moved with
         ``F()`` expressions rather than read-modify-write. Call inside the units' transaction.
+
+        A commit is progress: a STALLED session (say, one flagged while a worker listed a huge
+        directory) goes back to IN_PROGRESS in the same UPDATE, decided on the row as it is then.
         """
+        stalled = Q(status=SessionStatus.STALLED)
         SessionState.objects.filter(pk=self.pk).update(
+            status=Case(When(stalled, then=Value(SessionStatus.IN_PROGRESS)), default=F("status")),
+            failure_reason=Case(
+                When(stalled, then=Value("")),
+                default=F("failure_reason"),
+                output_field=models.TextField(),
+            ),
             total_batches=F("total_batches") + batches,
             failed_batches=F("failed_batches") + failed,
             items_found=F("items_found") + items,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, SessionStatus, TargetType, TaskKind, TaskStatus
@@ -22,7 +22,7 @@ from enumeration.models import (
     StagedOutputRecord,
     Task,
 )
-from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+from enumeration.models.sessions import ACTIVE_SESSION_STATUSES, STALLABLE_SESSION_STATUSES
 from enumeration.services.dispatch import (
     RUNNABLE_KINDS,
     tasks_create,
@@ -70,26 +70,38 @@ def scan_target_get_or_create_directory(*, path: bytes) -> ScanTarget:
     return target
 
 
+def _target_lock_idle(*, target_id: uuid.UUID, reopening: uuid.UUID | None = None) -> ScanTarget:
+    """Lock the target, then refuse when one of its sessions (other than ``reopening``) is
+    active. Inside the transaction that starts a session or takes a finished one back to
+    IN_PROGRESS.
+
+    The target row is the lock: a FOR UPDATE on the target's active sessions locks nothing when
+    there are none, so two starts would both find none. (On SQLite, IMMEDIATE transactions
+    serialise them anyway.)
+    """
+    target = ScanTarget.objects.select_for_update().get(pk=target_id)
+    active = SessionState.objects.filter(target=target, status__in=ACTIVE_SESSION_STATUSES)
+    if reopening is not None:
+        active = active.exclude(pk=reopening)
+    busy = active.first()
+    if busy is not None:
+        raise SessionConflict(
+            f"Session {busy.pk} is already enumerating {target.location!r}; "
+            "resume it or wait for it to finish."
+        )
+    return target
+
+
 # --- start -------------------------------------------------------------------------------------
 def enumerate_target(*, path: str | bytes, name: str | None = None) -> SessionState:
     """Start a fresh enumeration of a directory: the session and its first task, one transaction."""
     root = directory_target_validate(path=path)
     cfg = engine_settings()
     with transaction.atomic():
-        target = scan_target_get_or_create_directory(path=root)
+        target = _target_lock_idle(target_id=scan_target_get_or_create_directory(path=root).pk)
         if name and target.name != name:
             target.name = name
             target.save(update_fields=["name", "updated_at"])
-        active = (
-            SessionState.objects.select_for_update()
-            .filter(target=target, status__in=ACTIVE_SESSION_STATUSES)
-            .first()
-        )
-        if active is not None:
-            raise SessionConflict(
-                f"Session {active.pk} is already enumerating {target.location!r}; "
-                "resume it or wait for it to finish."
-            )
         session = SessionState.objects.create(
             target=target,
             source_type=target.target_type,
@@ -333,7 +345,7 @@ def resume_target(
     An active session has its pending tasks sent again (their messages may be lost; with
     ``only_waiting_too_long``, just those the Reaper would re-send, the broker asked whether its
     queue is empty unless the caller says) and its Pipeliner run; a PARTIALLY_COMPLETED or
-    FAILED one has its failed units retried.
+    FAILED one has its failed units retried, unless another session of its target is active.
     """
     from enumeration.services.pipeliner import pipeline_advance
 
@@ -350,6 +362,7 @@ def resume_target(
             raise SessionConflict(f"Session {session.pk} is already COMPLETED; start a new one.")
         retried = 0
         if session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED):
+            _target_lock_idle(target_id=session.target_id, reopening=session.pk)
             session.mark_in_progress()
             session.save()
             retried = _retry_failed_units(session)
@@ -385,12 +398,19 @@ def sessions_resume_active() -> int:
 
 
 def task_requeue(*, task_id: uuid.UUID | str) -> Task:
-    """An operator's requeue of a FAILED task: its failed units are forgotten and tried again."""
+    """An operator's requeue of a FAILED task: its failed units are forgotten and tried again.
+    Refused, as a resume is, for a session being deleted or one whose target another session is
+    enumerating."""
     with transaction.atomic():
         task = Task.objects.select_for_update().get(pk=task_id)
         if task.status != TaskStatus.FAILED:
             raise SessionConflict(f"Only a FAILED task can be requeued; this one is {task.status}.")
         session = SessionState.objects.select_for_update().get(pk=task.session_id)
+        if session.purge_started_at is not None:
+            raise SessionConflict(f"Session {session.pk} is being deleted; start a new one.")
+        reopening = session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED)
+        if reopening:
+            _target_lock_idle(target_id=session.target_id, reopening=session.pk)
         failed = Batch.objects.filter(task=task, status=BatchStatus.FAILED)
         forgotten = failed.count()
         failed.delete()
@@ -398,7 +418,7 @@ def task_requeue(*, task_id: uuid.UUID | str) -> Task:
             total_batches=F("total_batches") - forgotten,
             failed_batches=F("failed_batches") - forgotten,
         )
-        if session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED):
+        if reopening:
             session.mark_in_progress()
             session.save()
         task.transition(TaskStatus.PENDING)
@@ -524,13 +544,20 @@ def tasks_take_back_orphaned(
 
 
 def sessions_detect_stalled() -> list[SessionState]:
-    """Mark IN_PROGRESS sessions with no progress past the threshold STALLED, and alert."""
+    """Mark STALLED, and alert on, the sessions that have not moved past the threshold: IN_PROGRESS
+    ones with no commit and no task heartbeating, and INITIALIZED ones no worker has started."""
     cfg = engine_settings()
     cutoff = timezone.now() - cfg.stall_after
+    # A single huge directory is staged batch by batch: only its task's heartbeat moves.
+    heartbeating = Task.objects.filter(
+        session=OuterRef("pk"), status=TaskStatus.RUNNING, heartbeat_at__gte=cutoff
+    )
     stalled = []
     with transaction.atomic():
         for session in SessionState.objects.select_for_update(skip_locked=True).filter(
-            status=SessionStatus.IN_PROGRESS, last_update__lt=cutoff
+            ~Exists(heartbeating),
+            status__in=STALLABLE_SESSION_STATUSES,
+            last_update__lt=cutoff,
         ):
             try:
                 session.mark_stalled()
