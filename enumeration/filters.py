@@ -43,13 +43,21 @@ class TaskFilterSet(filters.FilterSet):
 
 
 class TaskOutputRecordFilterSet(filters.FilterSet):
-    """``object_key`` filters compare the stored lossless key (``base64:...`` for non-UTF-8)."""
+    """``object_key`` and ``name`` filters compare the stored lossless key (``base64:...`` for
+    non-UTF-8).
+
+    Only the id (the primary key) and ``batch`` (the unique key) are indexed on the output table,
+    deliberately (``enumeration.models.work``); ``session`` and ``task`` reach it through those
+    of Batch. The name, size and time filters have no index: they narrow a session's, a task's
+    or a batch's records, and alone read the whole table.
+    """
 
     # Through the Batch (the same session and task): the output table has no index of its own on
     # session_id or task_id.
     session = filters.UUIDFilter(field_name="batch__session_id", label="Session id")
     task = filters.UUIDFilter(field_name="batch__task_id", label="Task id")
     batch = filters.UUIDFilter(field_name="batch_id", label="Batch id")
+    name = filters.CharFilter(lookup_expr="icontains", label="Name contains")
 
     class Meta:
         model = TaskOutputRecord
@@ -57,4 +65,6 @@ class TaskOutputRecordFilterSet(filters.FilterSet):
             "record_type": ["exact"],
             "container": ["exact"],
             "object_key": ["exact", "icontains", "startswith"],
+            "size": ["gte", "lte"],
+            "modified_at": ["gte", "lte"],
         }

@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -607,3 +608,188 @@ def test_the_api_docs_page_is_served_without_a_cdn(api: APIClient) -> None:
     assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in (
         response.content
     )
+
+
+# --- output records: name, size and modified-time filters --------------------------------------
+RECORDS = "/api/output-records/"
+
+
+def _names(response) -> set[str]:
+    return {r["display_name"] for r in _results(response)}
+
+
+def test_output_records_are_filtered_by_a_part_of_their_name_in_any_case(
+    api: APIClient, finished_session: SessionState
+) -> None:
+    # Given a finished session of the tree (docs/a.txt, docs/b.txt, big.bin, a non-UTF-8 name)
+    session = str(finished_session.pk)
+
+    # When its records are listed by a part of their name
+    texts = api.get(RECORDS, {"session": session, "name": "TXT"})
+    docs = api.get(RECORDS, {"session": session, "name": "oc"})
+
+    # Then only the names containing it, whatever the case (the stored key of a non-UTF-8 name,
+    # "base64:...", does not contain it)
+    assert _names(texts) == {"a.txt", "b.txt"}
+    assert _names(docs) == {"docs"}
+
+
+def test_output_records_are_filtered_by_a_size_range(
+    api: APIClient, finished_session: SessionState
+) -> None:
+    # Given files of 1 byte (a.txt and the non-UTF-8 one), 2 (b.txt) and 2048 (big.bin), and
+    # directories, which have no size
+    session = str(finished_session.pk)
+
+    # When records are listed by a lower bound, an upper bound, and both
+    at_least_two = api.get(RECORDS, {"session": session, "size__gte": 2})
+    at_most_one = api.get(RECORDS, {"session": session, "size__lte": 1})
+    between = api.get(RECORDS, {"session": session, "size__gte": 2, "size__lte": 100})
+
+    # Then each bound is inclusive and a record without a size is in no range
+    assert _names(at_least_two) == {"b.txt", "big.bin"}
+    assert _names(at_most_one) == {"a.txt", "caf\\xe9.txt"}
+    assert [r["size"] for r in _results(between)] == [2]
+
+
+def test_output_records_are_filtered_by_a_modified_time_range(api: APIClient, tree: Path) -> None:
+    # Given files last modified in 2019, 2021, 2023 and 2030, then enumerated
+    for path, year in (
+        (tree / "docs" / "a.txt", 2019),
+        (tree / "docs" / "b.txt", 2021),
+        (tree / "big.bin", 2023),
+        (os.path.join(os.fsencode(tree), NON_UTF8_NAME), 2030),
+    ):
+        stamp = datetime(year, 6, 1, tzinfo=UTC).timestamp()
+        os.utime(path, (stamp, stamp))
+    session = session_drain(session_id=enumerate_target(path=str(tree)).pk, idle_sleep=0)
+    assert session.status == SessionStatus.COMPLETED
+    query = {"session": str(session.pk)}
+
+    # When records are listed by a time range, and by each bound alone (ISO 8601)
+    within = api.get(
+        RECORDS,
+        {**query, "modified_at__gte": "2020-01-01T00:00:00Z", "modified_at__lte": "2024-01-01"},
+    )
+    until = api.get(RECORDS, {**query, "modified_at__lte": "2022-01-01T00:00:00+00:00"})
+    since = api.get(RECORDS, {**query, "modified_at__gte": "2029-12-31T23:00:00Z"})
+
+    # Then each keeps the files modified in it
+    assert _names(within) == {"b.txt", "big.bin"}
+    assert _names(until) == {"a.txt", "b.txt"}
+    assert _names(since) == {"caf\\xe9.txt"}
+    assert _results(since)[0]["modified_at"].startswith("2030-06-01T")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"size__gte": "big"}, {"size__lte": "1.5kB"}, {"modified_at__gte": "yesterday"}],
+    ids=["size-gte", "size-lte", "modified-at"],
+)
+def test_a_size_or_time_bound_that_is_not_one_is_a_400(api: APIClient, params: dict) -> None:
+    response = api.get(RECORDS, params)
+
+    assert response.status_code == 400
+    assert set(response.json()) == set(params)
+
+
+# --- 404s in words ------------------------------------------------------------------------------
+UNKNOWN_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        (f"/api/targets/{UNKNOWN_UUID}/", "No target with this id."),
+        ("/api/targets/not-an-id/", "No target with this id."),
+        (f"/api/sessions/{UNKNOWN_UUID}/", "No session with this id."),
+        ("/api/sessions/not-an-id/", "No session with this id."),
+        (f"/api/tasks/{UNKNOWN_UUID}/", "No task with this id."),
+        ("/api/tasks/not-an-id/", "No task with this id."),
+        (f"/api/batches/{UNKNOWN_UUID}/", "No batch with this id."),
+        ("/api/batches/not-an-id/", "No batch with this id."),
+        ("/api/output-records/999999999999/", "No output record with this id."),
+        ("/api/output-records/not-an-id/", "No output record with this id."),
+    ],
+)
+def test_a_detail_url_that_names_nothing_is_a_404_saying_what_was_looked_for(
+    api: APIClient, finished_session: SessionState, url: str, detail: str
+) -> None:
+    # Given objects of every kind exist (a finished session), but not this one
+    # When it is read, by an unknown id or by something that is not an id
+    response = api.get(url)
+
+    # Then the 404 says in words what was not found, the same either way, naming no model class
+    assert response.status_code == 404
+    assert response.json() == {"detail": detail}
+
+
+def test_actions_on_an_unknown_object_are_a_404_in_words(api: APIClient, operator) -> None:
+    # Given an operator allowed to delete sessions, and no sessions or tasks
+    operator.user_permissions.add(Permission.objects.get(codename="delete_sessionstate"))
+
+    # When they resume, delete or requeue what does not exist
+    resumed = api.post(f"/api/sessions/{UNKNOWN_UUID}/resume/")
+    deleted = api.delete(f"/api/sessions/{UNKNOWN_UUID}/")
+    requeued = api.post("/api/tasks/not-an-id/requeue/")
+
+    # Then each is a 404 naming what was looked for
+    assert (resumed.status_code, resumed.json()) == (404, {"detail": "No session with this id."})
+    assert (deleted.status_code, deleted.json()) == (404, {"detail": "No session with this id."})
+    assert (requeued.status_code, requeued.json()) == (404, {"detail": "No task with this id."})
+
+
+# --- the API root -------------------------------------------------------------------------------
+def test_the_api_root_without_a_token_is_refused_with_401() -> None:
+    response = APIClient().get("/api/")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_api_root_links_every_endpoint_and_each_link_is_served(api: APIClient) -> None:
+    # Given a client with a token
+    # When it reads the API root
+    response = api.get("/api/")
+
+    # Then it is JSON linking the enumeration and NMS endpoints, the token, schema and docs
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    links = response.json()
+    assert links["sessions"] == "http://testserver/api/sessions/"
+    assert links["nms/devices"].rstrip("/") == "http://testserver/api/nms/devices"
+    assert links["auth/token"] == "http://testserver/api/auth/token/"
+    assert {
+        "targets",
+        "sessions",
+        "batches",
+        "tasks",
+        "output-records",
+        "nms/credential_profiles",
+        "nms/discovery_profiles",
+        "nms/discovery_runs",
+        "nms/devices",
+        "auth/token",
+        "auth/token/refresh",
+        "schema",
+        "docs",
+    } == set(links)
+    # And every link that is read with GET is served
+    for key, url in links.items():
+        if not key.startswith("auth/"):
+            assert api.get(url).status_code == 200, key
+
+
+def test_the_whole_api_schema_generates_without_warnings_and_leaves_out_the_root(
+    tmp_path: Path,
+) -> None:
+    # Given the project's URLconf, API root included
+    out = tmp_path / "schema.yaml"
+
+    # When its schema is generated with warnings as errors
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+
+    # Then it is valid and the root, a list of links, is no operation of it
+    paths = yaml.safe_load(out.read_text())["paths"]
+    assert "/api/sessions/" in paths
+    assert "/api/" not in paths

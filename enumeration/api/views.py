@@ -4,12 +4,13 @@ Reads come from ``enumeration.selectors``, writes from ``enumeration.services.se
 service's refusal becomes 400 (bad input) or 409 (the session is not in a state that allows it).
 """
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -60,11 +61,26 @@ CONFLICT_RESPONSE = OpenApiResponse(
 )
 
 
+class NotFoundInWords(generics.GenericAPIView):
+    """A detail URL that names no object is a 404 saying what was looked for, the same whether
+    the id is unknown or not an id at all. (DRF would pass on Django's "No SessionState matches
+    the given query.", a model's class name, for the one and "Not found." for the other.)"""
+
+    object_name: str
+
+    def get_object(self) -> Model:
+        try:
+            return super().get_object()
+        except Http404 as exc:
+            raise NotFound(f"No {self.object_name} with this id.") from exc
+
+
 @extend_schema_view(
     list=extend_schema(summary="List scan targets"),
     retrieve=extend_schema(summary="A scan target"),
 )
-class ScanTargetViewSet(viewsets.ReadOnlyModelViewSet):
+class ScanTargetViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
+    object_name = "target"
     serializer_class = ScanTargetSerializer
     filterset_class = ScanTargetFilterSet
     ordering_fields = ("name", "created_at", "last_scan_time")
@@ -81,7 +97,13 @@ class ScanTargetViewSet(viewsets.ReadOnlyModelViewSet):
         responses=SessionDetailSerializer,
     ),
 )
-class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SessionViewSet(
+    NotFoundInWords,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    object_name = "session"
     filterset_class = SessionStateFilterSet
     ordering_fields = ("created_at", "last_update", "status", "items_found")
     ordering = ("-created_at",)
@@ -178,7 +200,8 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     list=extend_schema(summary="List committed units (batches)"),
     retrieve=extend_schema(summary="A committed unit (batch)"),
 )
-class BatchViewSet(viewsets.ReadOnlyModelViewSet):
+class BatchViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
+    object_name = "batch"
     serializer_class = BatchSerializer
     filterset_class = BatchFilterSet
     ordering_fields = ("completed_at", "started_at", "items_processed", "unit")
@@ -192,7 +215,8 @@ class BatchViewSet(viewsets.ReadOnlyModelViewSet):
     list=extend_schema(summary="List tasks", responses=TaskSerializer),
     retrieve=extend_schema(summary="A task, with its payload", responses=TaskDetailSerializer),
 )
-class TaskViewSet(viewsets.ReadOnlyModelViewSet):
+class TaskViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
+    object_name = "task"
     filterset_class = TaskFilterSet
     ordering_fields = ("created_at", "started_at", "completed_at", "attempts")
     ordering = ("created_at", "id")
@@ -223,7 +247,8 @@ class TaskViewSet(viewsets.ReadOnlyModelViewSet):
     list=extend_schema(summary="List what tasks found (output records)"),
     retrieve=extend_schema(summary="An output record"),
 )
-class TaskOutputRecordViewSet(viewsets.ReadOnlyModelViewSet):
+class TaskOutputRecordViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
+    object_name = "output record"
     serializer_class = TaskOutputRecordSerializer
     filterset_class = TaskOutputRecordFilterSet
     ordering_fields = ("id", "object_key", "name", "size", "modified_at")
