@@ -74,10 +74,13 @@ def sessions_work(*, worker_id: str) -> int:
     """Run every pending task of every active session, then what beat would run (the Reaper,
     the Pipeliner's safety net, the sessions' closing): one pass of the background worker.
     Returns how many tasks it ran."""
-    ran = 0
+    ran, unclaimed = 0, None
     while (task_id := _next_pending_task()) is not None:
-        task_run(task_id=task_id, worker_id=worker_id)
+        if task_id == unclaimed:
+            break  # still pending, yet this process could not claim it: left for the next pass
+        outcome = task_run(task_id=task_id, worker_id=worker_id)
         ran += 1
+        unclaimed = task_id if outcome.status == "skipped" else None
     tasks_reap()
     active = SessionState.objects.filter(
         status__in=ACTIVE_SESSION_STATUSES, purge_started_at__isnull=True
