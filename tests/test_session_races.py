@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.db import IntegrityError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from enumeration.choices import SessionStatus, TaskStatus
@@ -226,3 +228,36 @@ def test_a_session_no_worker_has_started_is_stalled_and_its_first_claim_revives_
     assert unclaimed.status == SessionStatus.IN_PROGRESS
     assert unclaimed.failure_reason == ""
     assert unclaimed.started_at is not None
+
+
+def test_a_second_active_session_of_a_target_is_refused_by_constraint(tmp_path):
+    # Given an active session of a target
+    session = enumerate_target(path=tmp_path)
+    # When a second active session of the same target is written past the services' check
+    # Then the database refuses it
+    with pytest.raises(IntegrityError, match="one_active_session_per_target"), transaction.atomic():
+        SessionState.objects.create(target=session.target, source_type=session.source_type)
+    # And once the first has finished, a new one is allowed
+    SessionState.objects.filter(pk=session.pk).update(status=SessionStatus.COMPLETED)
+    SessionState.objects.create(target=session.target, source_type=session.source_type)
+
+
+def test_the_migration_fails_all_but_the_newest_active_session_of_a_target(tmp_path):
+    # Given a database from before the constraint, holding two active sessions of one target
+    executor = MigrationExecutor(connection)
+    executor.migrate([("enumeration", "0009_record_ids_in_blocks_classification_ranges")])
+    try:
+        older = enumerate_target(path=tmp_path)
+        newer = SessionState.objects.create(
+            target=older.target, source_type=older.source_type, status=SessionStatus.IN_PROGRESS
+        )
+        SessionState.objects.filter(pk=newer.pk).update(created_at=older.created_at + TWO_HOURS_AGO)
+        # When the migration runs
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes("enumeration"))
+    # Then the newest stays active and the other is failed, saying why
+    assert SessionState.objects.get(pk=newer.pk).status == SessionStatus.IN_PROGRESS
+    failed = SessionState.objects.get(pk=older.pk)
+    assert failed.status == SessionStatus.FAILED
+    assert "enumeration.0010" in failed.failure_reason

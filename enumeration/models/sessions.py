@@ -119,6 +119,15 @@ class SessionState(Timeline):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "last_update"])]
+        constraints = [
+            # A start, a resume and a requeue lock the target and refuse with a message
+            # (services.sessions); this makes a second active session impossible regardless.
+            models.UniqueConstraint(
+                fields=["target"],
+                condition=models.Q(status__in=ACTIVE_SESSION_STATUSES),
+                name="one_active_session_per_target",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"session {self.id} ({self.status})"
