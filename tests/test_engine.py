@@ -407,6 +407,29 @@ def test_a_long_commit_renews_the_lease_from_its_end(tmp_path, settings, monkeyp
     assert lease_left > timedelta(seconds=1.8)
 
 
+def test_a_directory_removed_after_its_parent_was_listed_is_committed_empty_not_failed(
+    tmp_path,
+):
+    # Given a tree whose root has been listed and committed: its subdirectory is a task now
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "f").touch()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "g").touch()
+    session = enumerate_target(path=tmp_path)
+    assert task_run(task_id=Task.objects.get(session=session).pk).status == "completed"
+    # When one subdirectory is removed before its turn, and the session runs on
+    shutil.rmtree(tmp_path / "gone")
+    session = drain(session)
+    # Then the session completes: the gone directory's unit is committed empty, saying why
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    gone = Batch.objects.get(session=session, unit=str(tmp_path / "gone"))
+    assert gone.status == BatchStatus.SUCCEEDED
+    assert gone.items_processed == 0
+    assert "gone before it was listed" in gone.error_details
+    names = set(TaskOutputRecord.objects.filter(session=session).values_list("name", flat=True))
+    assert names == {"gone", "kept", "g"}
+
+
 def test_reaper_fails_a_task_past_its_attempt_limit(tmp_path):
     # Given a task whose worker died on each of its attempts
     (tmp_path / "a").mkdir()

@@ -4,7 +4,7 @@ Adding a source means adding a connector and registering it in ``connector_for``
 """
 
 from enumeration.choices import TargetType
-from enumeration.connectors.base import Connector, Entry, UnitUnreadable
+from enumeration.connectors.base import Connector, Entry, UnitUnreadable, UnitVanished
 from enumeration.connectors.filesystem import FilesystemConnector
 
 
@@ -14,4 +14,11 @@ def connector_for(target_type: str) -> Connector:
     raise ValueError(f"no connector for target type {target_type!r}")
 
 
-__all__ = ["Connector", "Entry", "FilesystemConnector", "UnitUnreadable", "connector_for"]
+__all__ = [
+    "Connector",
+    "Entry",
+    "FilesystemConnector",
+    "UnitUnreadable",
+    "UnitVanished",
+    "connector_for",
+]

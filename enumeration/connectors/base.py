@@ -5,7 +5,12 @@ from typing import Protocol
 
 
 class UnitUnreadable(Exception):
-    """The unit cannot be listed at all (permission denied, vanished, not a container)."""
+    """The unit cannot be listed at all (permission denied, an I/O error)."""
+
+
+class UnitVanished(UnitUnreadable):
+    """The unit is not there any more (removed, or replaced by a file, after its parent was
+    listed): nothing is lost by not listing it, so it is committed empty, not failed."""
 
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,7 +70,7 @@ class Connector(Protocol):
 
         Entries whose key hash is in ``exclude`` (already staged by an interrupted attempt) are
         skipped; every ``batch_size`` of them, the batch so far is yielded, even empty, so that
-        the caller can renew its lease during a long run of them. Raises ``UnitUnreadable`` when
-        the unit cannot be opened at all.
+        the caller can renew its lease during a long run of them. Raises ``UnitVanished`` when
+        the unit is gone, ``UnitUnreadable`` when it cannot be opened otherwise.
         """
         ...

@@ -11,6 +11,7 @@ from enumeration.connectors.base import (
     MTIME_MIN_NS,
     Entry,
     UnitUnreadable,
+    UnitVanished,
     mtime_out_of_range,
 )
 from enumeration.connectors.keys import encode_key
@@ -25,6 +26,8 @@ class FilesystemConnector:
     ) -> Iterator[list[Entry]]:
         try:
             iterator = os.scandir(unit)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise UnitVanished(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
         except OSError as exc:
             raise UnitUnreadable(f"{exc.strerror or exc}: {encode_key(unit)}") from exc
         batch: list[Entry] = []

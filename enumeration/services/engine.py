@@ -37,7 +37,7 @@ from django.utils import timezone
 from config.logging import log_context
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
 from enumeration.conf import EngineSettings, engine_settings
-from enumeration.connectors import Entry, UnitUnreadable, connector_for
+from enumeration.connectors import Entry, UnitUnreadable, UnitVanished, connector_for
 from enumeration.connectors.keys import RAW_PREFIX, decode_key, encode_key, key_hash
 from enumeration.idranges import IdRange, leading_ranges
 from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, TaskOutputRecord
@@ -681,6 +681,12 @@ def _list_unit(
                 _pause_for_tests(cfg, unit, staged_batches)
             held = entries
             batch.expected_items += len(entries)
+    except UnitVanished as exc:
+        # Removed since its parent was listed: nothing of it is left to find. It is committed
+        # empty (with what an earlier attempt staged of it, if any), and says so.
+        logger.info("unit %s is gone: %s", unit_key, exc)
+        batch.error_details = f"gone before it was listed ({exc})"
+        held = []
     except UnitUnreadable as exc:
         # The unit is an error on its own record; nothing partial of it is kept.
         logger.warning("unit %s could not be listed: %s", unit_key, exc)
