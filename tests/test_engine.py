@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -428,6 +429,56 @@ def test_a_directory_removed_after_its_parent_was_listed_is_committed_empty_not_
     assert "gone before it was listed" in gone.error_details
     names = set(TaskOutputRecord.objects.filter(session=session).values_list("name", flat=True))
     assert names == {"gone", "kept", "g"}
+
+
+def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
+    tmp_path, settings, monkeypatch
+):
+    # Given a task of six directories, each committed on its own, whose every run is cut short
+    # by its time limit once it has committed one of them (more runs than the attempt limit)
+    settings.CENSUS = {**settings.CENSUS, "GROUP_COMMIT_ENTRIES": 1}
+    for i in range(6):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "f").touch()
+    session = enumerate_target(path=tmp_path)
+    assert task_run(task_id=Task.objects.get(session=session).pk).status == "completed"
+    task = Task.objects.get(session=session, kind=TaskKind.DISCOVERY_ENUMERATE, status="PENDING")
+    assert len(task.paths_to_scan) == 6 > task.max_attempts
+    real_list_unit, listed = engine._list_unit, []
+
+    def cut_short(*args, **kwargs):
+        listed.append(1)
+        if len(listed) > 1:
+            raise SoftTimeLimitExceeded()
+        return real_list_unit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_list_unit", cut_short)
+    # When it is run again each time it is cut short
+    outcomes = []
+    for _ in range(10):
+        listed.clear()
+        outcomes.append(task_run(task_id=task.pk).status)
+        if outcomes[-1] != "retry":
+            break
+    # Then it completes: every run committed a unit, so none counted against the limit
+    assert outcomes == ["retry"] * 5 + ["completed"]
+    assert Batch.objects.filter(task=task, status=BatchStatus.SUCCEEDED).count() == 6
+    assert drain(session).status == SessionStatus.COMPLETED
+
+
+def test_runs_that_commit_nothing_still_fail_the_task_at_its_attempt_limit(tmp_path, monkeypatch):
+    # Given a task whose every run fails before it commits anything
+    (tmp_path / "f").touch()
+    task = Task.objects.get(session=enumerate_target(path=tmp_path))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(engine, "_list_unit", broken)
+    # When it is run until it stops coming back
+    outcomes = [task_run(task_id=task.pk).status for _ in range(task.max_attempts)]
+    # Then the attempt limit fails it
+    assert outcomes == ["retry"] * (task.max_attempts - 1) + ["failed"]
 
 
 def test_reaper_fails_a_task_past_its_attempt_limit(tmp_path):

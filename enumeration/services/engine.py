@@ -809,7 +809,10 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
         except Exception as exc:
             logger.exception("task failed")
             outcome.status = task_release_after_error(
-                task_id=task.pk, worker_id=worker_id, error=exc
+                task_id=task.pk,
+                worker_id=worker_id,
+                error=exc,
+                progressed=outcome.units_committed > 0,
             )
             return outcome
         logger.info(

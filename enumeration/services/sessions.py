@@ -248,8 +248,15 @@ def _task_return_to_queue(task: Task, reason: str) -> None:
     tasks_enqueue_on_commit([task.pk])
 
 
-def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Exception) -> str:
-    """An unexpected error ended a run: retry the task later, or fail it past its attempt limit."""
+def task_release_after_error(
+    *, task_id: uuid.UUID, worker_id: str, error: Exception, progressed: bool = False
+) -> str:
+    """An unexpected error ended a run: retry the task later, or fail it past its attempt limit.
+
+    A run that ``progressed`` (committed a unit before the error: say, a long task cut by its
+    time limit) is not counted as an attempt. Each such run commits a unit for good and a task
+    has finitely many, so the retries still end; the limit is for runs that get nowhere.
+    """
     reason = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
         task = (
@@ -259,6 +266,9 @@ def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Excep
         )
         if task is None:
             return "lease_lost"
+        if progressed:
+            task.attempts -= 1
+            task.save(update_fields=["attempts"])
         if task.attempts >= task.max_attempts:
             _task_fail(task, f"failed on attempt {task.attempts} of {task.max_attempts}: {reason}")
             outcome = "failed"
