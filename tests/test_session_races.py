@@ -261,3 +261,33 @@ def test_the_migration_fails_all_but_the_newest_active_session_of_a_target(tmp_p
     failed = SessionState.objects.get(pk=older.pk)
     assert failed.status == SessionStatus.FAILED
     assert "enumeration.0010" in failed.failure_reason
+
+
+def test_a_resume_does_not_wait_for_a_task_being_claimed(tmp_path):
+    # Given a session whose pending task another transaction holds locked (a claim under way)
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.get(session=session)
+    locked, release = threading.Event(), threading.Event()
+
+    def claim_under_way() -> None:
+        try:
+            with transaction.atomic():
+                Task.objects.select_for_update().get(pk=task.pk)
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=claim_under_way)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        # When the session is resumed meanwhile
+        resumed = _at_once(lambda: resume_target(session_id=session.pk))
+        # Then the resume finished without waiting for the lock (a claim that then waits for
+        # the session, locked by the resume, would have deadlocked against it)
+        assert isinstance(resumed[0], SessionState), resumed
+        assert holder.is_alive()
+    finally:
+        release.set()
+        holder.join(timeout=30)

@@ -331,14 +331,20 @@ def _message_maybe_lost(now: datetime, *, queue_empty: bool) -> Q:
 
 
 def _resend_pending(session_id: uuid.UUID, *, maybe_lost: Q | None) -> int:
-    """Send the session's pending tasks again: all of them, or those ``maybe_lost`` selects."""
+    """Send the session's pending tasks again: all of them, or those ``maybe_lost`` selects.
+    Inside a transaction that holds the session's lock.
+
+    A task locked right now is being claimed: it needs no message, and is skipped rather than
+    waited for. (A claim locks its task, then the session of a session not yet IN_PROGRESS;
+    waiting here, with the session locked, would be the other half of a deadlock.)
+    """
     now = timezone.now()
     pending = Task.objects.filter(
         session_id=session_id, kind__in=RUNNABLE_KINDS, status=TaskStatus.PENDING
     )
     if maybe_lost is not None:
         pending = pending.filter(maybe_lost)
-    ids = list(pending.values_list("pk", flat=True))
+    ids = list(pending.select_for_update(skip_locked=True).values_list("pk", flat=True))
     Task.objects.filter(pk__in=ids).update(enqueued_at=now)
     tasks_enqueue_on_commit(ids)
     return len(ids)
