@@ -422,6 +422,7 @@ def test_a_directory_removed_after_its_parent_was_listed_is_committed_empty_not_
     shutil.rmtree(tmp_path / "gone")
     session = drain(session)
     # Then the session completes: the gone directory's unit is committed empty, saying why
+    # (the target itself gone is a failure: test_api's resume of a FAILED session)
     assert session.status == SessionStatus.COMPLETED, session.failure_reason
     gone = Batch.objects.get(session=session, unit=str(tmp_path / "gone"))
     assert gone.status == BatchStatus.SUCCEEDED
@@ -593,22 +594,26 @@ def test_reaper_with_the_broker_down_keeps_to_resend_after_and_still_requeues(tm
 
 
 def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_it(tmp_path):
-    # Given a tree whose one directory vanishes between being found and being listed
+    # Given a tree whose one directory cannot be listed when its turn comes: found as a
+    # directory, then replaced by a symlink to itself (the test runs as root, who may read any
+    # directory; a loop fails for everyone)
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "x").touch()
-    (tmp_path / "gone").mkdir()
+    (tmp_path / "bad").mkdir()
     session = enumerate_target(path=tmp_path)
     task_run(task_id=Task.objects.get(session=session).pk)
-    (tmp_path / "gone").rmdir()
+    (tmp_path / "bad").rmdir()
+    (tmp_path / "bad").symlink_to("bad")
     session = drain(session)
     # Then the session is PARTIALLY_COMPLETED with the failed unit recorded against it
     assert session.status == SessionStatus.PARTIALLY_COMPLETED
     failed = Batch.objects.get(session=session, status=BatchStatus.FAILED)
-    assert "No such file or directory" in failed.error_details
-    assert failed.unit == str(tmp_path / "gone")
+    assert "Too many levels of symbolic links" in failed.error_details
+    assert failed.unit == str(tmp_path / "bad")
     # When the directory is back and the session is resumed, the failed unit is retried
-    (tmp_path / "gone").mkdir()
-    (tmp_path / "gone" / "y").touch()
+    (tmp_path / "bad").unlink()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "y").touch()
     resume_target(session_id=session.pk)
     session = drain(session)
     assert session.status == SessionStatus.COMPLETED

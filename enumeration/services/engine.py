@@ -682,10 +682,15 @@ def _list_unit(
             held = entries
             batch.expected_items += len(entries)
     except UnitVanished as exc:
-        # Removed since its parent was listed: nothing of it is left to find. It is committed
-        # empty (with what an earlier attempt staged of it, if any), and says so.
-        logger.info("unit %s is gone: %s", unit_key, exc)
-        batch.error_details = f"gone before it was listed ({exc})"
+        if unit_key == task.session.target.location:
+            # The target itself is gone: that is the run's failure, not an empty result.
+            logger.warning("the target %s is gone: %s", unit_key, exc)
+            batch.mark_failed(exc)
+        else:
+            # Removed since its parent was listed: nothing of it is left to find. It is
+            # committed empty (with what an earlier attempt staged of it, if any), saying so.
+            logger.info("unit %s is gone: %s", unit_key, exc)
+            batch.error_details = f"gone before it was listed ({exc})"
         held = []
     except UnitUnreadable as exc:
         # The unit is an error on its own record; nothing partial of it is kept.
