@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from config.api import page_not_found
 from config.metrics import metrics_view
 from enumeration.api.urls import app_name as enumeration_namespace
 from enumeration.api.urls import router as enumeration_router
@@ -45,3 +46,6 @@ urlpatterns = [
     path("api/", include("enumeration.api.urls")),
     path("metrics", metrics_view, name="metrics"),
 ]
+
+# A 404 that no view answered: JSON under /api/, Django's page elsewhere (when DEBUG is off).
+handler404 = page_not_found

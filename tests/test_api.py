@@ -793,3 +793,45 @@ def test_the_whole_api_schema_generates_without_warnings_and_leaves_out_the_root
     paths = yaml.safe_load(out.read_text())["paths"]
     assert "/api/sessions/" in paths
     assert "/api/" not in paths
+
+
+# --- a path that is no endpoint -----------------------------------------------------------------
+NO_ENDPOINT = ["/api/nope/", "/api/nope", "/api/nms/nope/", "/api/sessions/a/b/c/"]
+
+
+@pytest.mark.parametrize("url", NO_ENDPOINT)
+def test_a_path_under_api_that_is_no_endpoint_is_a_json_404(api: APIClient, url: str) -> None:
+    response = api.get(url)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+@pytest.mark.parametrize("url", NO_ENDPOINT)
+def test_without_a_token_a_path_under_api_that_is_no_endpoint_is_the_same_json_404(
+    url: str,
+) -> None:
+    # Given a client without a token, to whom the schema lists every endpoint anyway
+    anonymous = APIClient()
+    assert anonymous.get("/api/schema/").status_code == 200
+
+    # When it asks for a path that is no endpoint
+    response = anonymous.get(url)
+
+    # Then it gets the same 404 as a client with a token, echoing nothing of the request
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert b"nope" not in response.content
+
+
+def test_a_404_outside_the_api_is_still_djangos_html_page(admin_client, client) -> None:
+    # Given an administrator logged in, and an anonymous browser
+    # When they ask for pages that do not exist, in the admin and outside it
+    in_admin = admin_client.get("/admin/nope/")
+    elsewhere = client.get("/nope/")
+
+    # Then both are Django's HTML 404 page, not the API's JSON
+    for response in (in_admin, elsewhere):
+        assert response.status_code == 404
+        assert response["Content-Type"].startswith("text/html")

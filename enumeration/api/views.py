@@ -4,17 +4,17 @@ Reads come from ``enumeration.selectors``, writes from ``enumeration.services.se
 service's refusal becomes 400 (bad input) or 409 (the session is not in a state that allows it).
 """
 
-from django.db.models import Model, QuerySet
-from django.http import Http404
+from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import generics, mixins, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from config.api import NotFoundInWords
 from enumeration import selectors
 from enumeration.api.serializers import (
     BatchSerializer,
@@ -59,20 +59,6 @@ class Conflict(APIException):
 CONFLICT_RESPONSE = OpenApiResponse(
     ErrorDetailSerializer, description="The session's state does not allow it."
 )
-
-
-class NotFoundInWords(generics.GenericAPIView):
-    """A detail URL that names no object is a 404 saying what was looked for, the same whether
-    the id is unknown or not an id at all. (DRF would pass on Django's "No SessionState matches
-    the given query.", a model's class name, for the one and "Not found." for the other.)"""
-
-    object_name: str
-
-    def get_object(self) -> Model:
-        try:
-            return super().get_object()
-        except Http404 as exc:
-            raise NotFound(f"No {self.object_name} with this id.") from exc
 
 
 @extend_schema_view(

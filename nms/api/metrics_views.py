@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -13,6 +12,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.api import not_found_in_words
 from nms.models import Device, MetricSample
 from nms.services.metrics import RANGE_LIMIT_MAX, metric_sample_latest, metric_samples_in_range
 
@@ -38,6 +38,11 @@ class MetricRangeSerializer(serializers.Serializer):
         return attrs
 
 
+def _device_exists_or_404(device_id: int) -> None:
+    if not Device.objects.filter(pk=device_id).exists():
+        raise not_found_in_words("device")
+
+
 class DeviceMetricsLatestView(GenericAPIView):
     serializer_class = MetricSampleSerializer
     queryset = MetricSample.objects.none()  # for the schema: reads go through the service
@@ -51,7 +56,7 @@ class DeviceMetricsLatestView(GenericAPIView):
         },
     )
     def get(self, request: Request, device_id: int) -> Response:
-        get_object_or_404(Device.objects.only("pk"), pk=device_id)
+        _device_exists_or_404(device_id)
         sample = metric_sample_latest(device_id=device_id)
         if sample is None:
             return Response({"detail": "This device has no metric sample yet."}, status=404)
@@ -76,7 +81,7 @@ class DeviceMetricsRangeView(GenericAPIView):
         responses={200: MetricSampleSerializer(many=True)},
     )
     def get(self, request: Request, device_id: int) -> Response:
-        get_object_or_404(Device.objects.only("pk"), pk=device_id)
+        _device_exists_or_404(device_id)
         given = MetricRangeSerializer(data=request.query_params)
         given.is_valid(raise_exception=True)
         samples = metric_samples_in_range(

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.db.models import ProtectedError, QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -22,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from config.api import NotFoundInWords
 from enumeration.api.serializers import ErrorDetailSerializer
 from nms import selectors
 from nms.api.serializers import (
@@ -99,7 +99,8 @@ def _protected(kind: str, exc: ProtectedError) -> Conflict:
         summary="Delete an unused credential profile", responses={204: None, 409: CONFLICT}
     ),
 )
-class CredentialProfileViewSet(viewsets.ModelViewSet):
+class CredentialProfileViewSet(NotFoundInWords, viewsets.ModelViewSet):
+    object_name = "credential profile"
     filterset_class = CredentialProfileFilterSet
     ordering_fields = ("name", "created_at", "updated_at")
     ordering = ("name",)
@@ -179,7 +180,8 @@ def _service_fields(validated: Mapping[str, Any]) -> dict[str, Any]:
     ),
     destroy=extend_schema(summary="Delete a discovery profile and its runs"),
 )
-class DiscoveryProfileViewSet(viewsets.ModelViewSet):
+class DiscoveryProfileViewSet(NotFoundInWords, viewsets.ModelViewSet):
+    object_name = "discovery profile"
     serializer_class = DiscoveryProfileSerializer
     filterset_class = DiscoveryProfileFilterSet
     ordering_fields = ("name", "created_at", "updated_at")
@@ -234,7 +236,8 @@ class DiscoveryProfileViewSet(viewsets.ModelViewSet):
         responses=DiscoveryRunDetailSerializer,
     ),
 )
-class DiscoveryRunViewSet(viewsets.ReadOnlyModelViewSet):
+class DiscoveryRunViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
+    object_name = "discovery run"
     filterset_class = DiscoveryRunFilterSet
     ordering_fields = ("created_at", "completed_at", "status")
     ordering = ("-created_at",)
@@ -252,6 +255,11 @@ class DiscoveryRunViewSet(viewsets.ReadOnlyModelViewSet):
             return DiscoveryRunTargetSerializer
         return DiscoveryRunSerializer
 
+    def filter_queryset(self, queryset: QuerySet[DiscoveryRun]) -> QuerySet[DiscoveryRun]:
+        if self.action == "targets":  # the run by its id alone: the query is about its targets
+            return queryset
+        return super().filter_queryset(queryset)
+
     @extend_schema(
         summary="The targets of a run, a page at a time",
         description="For large runs: the same outcomes as the run's detail, paged and filterable "
@@ -264,7 +272,7 @@ class DiscoveryRunViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["get"])
     def targets(self, request: Request, pk: str | None = None) -> Response:
-        run = get_object_or_404(selectors.discovery_run_list(), pk=pk)
+        run = self.get_object()
         filterset = DiscoveryRunTargetFilterSet(
             {"outcome": request.query_params.get("outcome", "")},
             queryset=selectors.discovery_run_targets(run_id=run.pk),
@@ -295,7 +303,8 @@ class DiscoveryRunViewSet(viewsets.ReadOnlyModelViewSet):
     ),
     destroy=extend_schema(summary="Delete a device, its events and its metrics"),
 )
-class DeviceViewSet(viewsets.ModelViewSet):
+class DeviceViewSet(NotFoundInWords, viewsets.ModelViewSet):
+    object_name = "device"
     serializer_class = DeviceSerializer
     filterset_class = DeviceFilterSet
     ordering_fields = ("ip", "port", "hostname", "status", "schedule_anchor", "created_at")

@@ -542,3 +542,65 @@ def test_discovery_admin_runs_a_profile_and_shows_outcomes_inline(console: Clien
     assert console.get(f"/admin/nms/discoveryruntarget/?run={run.pk}").status_code == 200
     assert console.get(f"/admin/nms/discoveryrun/?profile={profile['id']}").status_code == 200
     assert console.get("/admin/nms/credentialprofile/").status_code == 200
+
+
+# --- 404s in words -------------------------------------------------------------------------------
+UNKNOWN_ID = 999999999
+DETAIL_ENDPOINTS = [
+    ("get", "/api/nms/credential_profiles/{id}", "credential profile"),
+    ("put", "/api/nms/credential_profiles/{id}", "credential profile"),
+    ("patch", "/api/nms/credential_profiles/{id}/", "credential profile"),
+    ("delete", "/api/nms/credential_profiles/{id}", "credential profile"),
+    ("get", "/api/nms/discovery_profiles/{id}", "discovery profile"),
+    ("put", "/api/nms/discovery_profiles/{id}", "discovery profile"),
+    ("patch", "/api/nms/discovery_profiles/{id}", "discovery profile"),
+    ("delete", "/api/nms/discovery_profiles/{id}/", "discovery profile"),
+    ("post", "/api/nms/discovery_profiles/{id}/run", "discovery profile"),
+    ("get", "/api/nms/discovery_runs/{id}", "discovery run"),
+    ("get", "/api/nms/discovery_runs/{id}/targets", "discovery run"),
+    ("get", "/api/nms/devices/{id}", "device"),
+    ("put", "/api/nms/devices/{id}", "device"),
+    ("patch", "/api/nms/devices/{id}", "device"),
+    ("delete", "/api/nms/devices/{id}", "device"),
+    ("post", "/api/nms/devices/{id}/provision", "device"),
+    ("post", "/api/nms/devices/{id}/deactivate/", "device"),
+]
+
+
+@pytest.mark.parametrize("pk", [UNKNOWN_ID, "not-an-id"])
+@pytest.mark.parametrize(("method", "url", "object_name"), DETAIL_ENDPOINTS)
+def test_a_detail_url_that_names_nothing_is_a_404_saying_what_was_looked_for(
+    api: APIClient, profile, device, method: str, url: str, object_name: str, pk: int | str
+) -> None:
+    # Given objects of every kind exist (a credential, a profile, its run, a device), but not this
+    assert api.post(f"/api/nms/discovery_profiles/{profile['id']}/run").status_code == 202
+    before = nothing_created()
+
+    # When it is read or acted on, by an unknown id or by something that is not an id
+    response = getattr(api, method)(url.format(id=pk), {}, format="json")
+
+    # Then the 404 says in words what was not found, the same either way, naming no model class
+    assert response.status_code == 404, response.content
+    assert response.json() == {"detail": f"No {object_name} with this id."}
+    assert nothing_created() == before
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/nms/devices/{id}/metrics/", "/api/nms/devices/{id}/metrics/latest/"]
+)
+def test_the_metrics_of_an_unknown_device_are_a_404_in_words(api: APIClient, url: str) -> None:
+    response = api.get(url.format(id=UNKNOWN_ID))
+
+    assert (response.status_code, response.json()) == (404, {"detail": "No device with this id."})
+
+
+def test_the_targets_of_a_run_are_not_filtered_by_the_run_filters(api: APIClient, profile) -> None:
+    # Given a PENDING run
+    run_id = api.post(f"/api/nms/discovery_profiles/{profile['id']}/run").json()["id"]
+
+    # When its targets are read with a query parameter that filters runs, not targets
+    response = api.get(f"/api/nms/discovery_runs/{run_id}/targets?status=COMPLETED")
+
+    # Then the run is found by its id alone and all its targets are listed
+    assert response.status_code == 200, response.content
+    assert response.json()["count"] == 6
