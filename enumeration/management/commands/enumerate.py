@@ -27,10 +27,12 @@ class Command(BaseCommand):
             note_when_nothing_runs_it(session, self.stdout)
             return
         session = follow_session(session, self.stdout)
+        other = session.items_found - session.files_found - session.directories_found
         self.stdout.write(
             f"session {session.pk} {session.status}: {session.items_found:,} items "
-            f"({session.files_found:,} files, {session.directories_found:,} directories) "
-            f"in {session.total_batches:,} directories listed, "
+            f"({session.files_found:,} files, {session.directories_found:,} directories, "
+            f"{other:,} other: symlinks, devices, sockets) "
+            f"in {session.total_batches:,} directories listed (the target's included), "
             f"{session.failed_batches:,} failed"
         )
         if session.failure_reason:
