@@ -17,15 +17,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_make_demo_runs_on_the_embedded_default(tmp_path):
-    # Given an environment with no database and no broker configured
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without a database, a broker or a secret key: the embedded default,
+    its SQLite file under ``tmp_path``."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY")
     }
     env["CENSUS_VAR_DIR"] = str(tmp_path / "var")
+    return env
+
+
+@pytest.mark.slow
+def test_make_demo_runs_on_the_embedded_default(tmp_path):
+    # Given an environment with no database and no broker configured
+    env = _embedded_env(tmp_path)
     venv = Path(sys.executable).parent.parent
     # When the README's first command runs (on a small tree, in this checkout's venv)
     result = subprocess.run(
@@ -69,16 +76,6 @@ def test_make_demo_runs_on_the_embedded_default(tmp_path):
     classified = [i for first, last in ranges for i in range(first, last + 1)]
     assert len(classified) == len(set(classified)) and set(classified) == files
     assert len(ranges) <= 10, ranges
-
-
-def _embedded_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY")
-    }
-    env["CENSUS_VAR_DIR"] = str(tmp_path / "var")
-    return env
 
 
 def test_the_monitor_commands_say_in_one_line_that_they_need_postgresql(tmp_path):

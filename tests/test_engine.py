@@ -326,23 +326,35 @@ def test_same_task_run_twice_yields_one_result_set(make_tree):
     assert Batch.objects.filter(session=session).count() == 1
 
 
-def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
-    # Given a directory of 50 files, listed in batches of 10, interrupted after 2 staged batches
-    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10}
-    for i in range(50):
-        (tmp_path / f"f{i:02d}").touch()
-    session = enumerate_target(path=tmp_path)
+def _interrupted_after_staging(
+    directory, *, files: int, batches: int, batch_size: int
+) -> tuple[SessionState, Task]:
+    """A session of ``directory`` (given ``files`` files) whose one task staged ``batches``
+    batches of its listing under worker "first", then lost its lease and was requeued by the
+    Reaper."""
+    for i in range(files):
+        (directory / f"f{i:05d}").touch()
+    session = enumerate_target(path=directory)
     task = Task.objects.get(session=session)
     claimed = task_claim(task_id=task.pk, worker_id="first")
     cfg = engine.engine_settings()
-    unit = os.fsencode(str(tmp_path))
-    listing = engine.connector_for("directory").list_unit(unit, exclude=set(), batch_size=10)
-    for _ in range(2):
+    unit = os.fsencode(str(directory))
+    listing = engine.connector_for("directory").list_unit(
+        unit, exclude=set(), batch_size=batch_size
+    )
+    for _ in range(batches):
         engine._stage(claimed, "first", cfg, encode_key(unit), key_hash(unit), next(listing))
-    assert StagedOutputRecord.objects.filter(task=task).count() == 20
-    # When the lease expires, the Reaper requeues and another worker runs the task
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert tasks_reap().requeued == 1
+    return session, task
+
+
+def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
+    # Given a directory of 50 files, listed in batches of 10, interrupted after 2 staged batches
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10}
+    session, task = _interrupted_after_staging(tmp_path, files=50, batches=2, batch_size=10)
+    assert StagedOutputRecord.objects.filter(task=task).count() == 20
+    # When another worker runs the task (the Reaper requeued it once its lease expired)
     assert task_run(task_id=task.pk, worker_id="second").status == "completed"
     # Then the unit excluded the 20 staged entries and the result is exactly the 50 files
     batch = Batch.objects.get(task=task)
@@ -352,7 +364,7 @@ def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
     assert not StagedOutputRecord.objects.filter(task=task).exists()
     # And the first worker, which lost its lease, cannot write any more
     with pytest.raises(LeaseLost), transaction.atomic():
-        engine._heartbeat(task.pk, "first", cfg.lease)
+        engine._heartbeat(task.pk, "first", engine.engine_settings().lease)
 
 
 def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_goes_by(
@@ -360,18 +372,7 @@ def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_go
 ):
     # Given a directory of 3,000 files, 2,500 of them staged by an attempt that died
     settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 100, "LEASE_SECONDS": 2}
-    for i in range(3000):
-        (tmp_path / f"f{i:04d}").touch()
-    session = enumerate_target(path=tmp_path)
-    task = Task.objects.get(session=session)
-    claimed = task_claim(task_id=task.pk, worker_id="first")
-    cfg = engine.engine_settings()
-    unit = os.fsencode(str(tmp_path))
-    listing = engine.connector_for("directory").list_unit(unit, exclude=set(), batch_size=100)
-    for _ in range(25):
-        engine._stage(claimed, "first", cfg, encode_key(unit), key_hash(unit), next(listing))
-    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert tasks_reap().requeued == 1
+    session, task = _interrupted_after_staging(tmp_path, files=3000, batches=25, batch_size=100)
     # And going past an entry takes a millisecond (a slow share), while beat's Reaper runs
     # alongside: skipping the staged entries takes longer than the lease
     real_hash, calls = filesystem._blake2b, iter(range(10**6))
