@@ -622,6 +622,33 @@ def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_
     assert TaskOutputRecord.objects.filter(session=session, name="y").exists()
 
 
+def test_requeuing_the_failed_task_of_a_finished_session_keeps_its_counters_exact(tmp_path):
+    # Given a PARTIALLY_COMPLETED session: of its three units one failed, its task FAILED
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "bad").mkdir()
+    session = enumerate_target(path=tmp_path)
+    task_run(task_id=Task.objects.get(session=session).pk)
+    (tmp_path / "bad").rmdir()
+    (tmp_path / "bad").symlink_to("bad")
+    session = drain(session)
+    assert session.status == SessionStatus.PARTIALLY_COMPLETED
+    assert (session.total_batches, session.failed_batches) == (3, 1)
+    failed_task = Batch.objects.get(session=session, status=BatchStatus.FAILED).task
+    Task.objects.filter(pk=failed_task.pk).update(status=TaskStatus.FAILED)
+    # When the directory is back and the operator requeues that task
+    (tmp_path / "bad").unlink()
+    (tmp_path / "bad").mkdir()
+    task_requeue(task_id=failed_task.pk)
+    # Then the failed unit is forgotten in the counters as well as in the batches
+    session.refresh_from_db()
+    assert session.status == SessionStatus.IN_PROGRESS
+    assert (session.total_batches, session.failed_batches) == (2, 0)
+    # And once it has run again, every unit is counted once
+    session = drain(session)
+    assert session.status == SessionStatus.COMPLETED
+    assert (session.total_batches, session.failed_batches) == (3, 0)
+
+
 def test_resume_of_a_completed_session_is_refused(tmp_path):
     session = drain(enumerate_target(path=tmp_path))
     with pytest.raises(SessionConflict, match="already COMPLETED"):

@@ -281,6 +281,21 @@ def task_release_after_error(
 
 
 # --- resume ------------------------------------------------------------------------------------
+def _session_reopen(session: SessionState) -> bool:
+    """What a resume and a requeue do first, the session locked: refuse one being deleted, and
+    take one that finished with failures (PARTIALLY_COMPLETED, FAILED) back to IN_PROGRESS,
+    unless another session of its target is active. Returns whether it was taken back. Call it
+    before moving the session's counters with ``F()``: it saves the session whole."""
+    if session.purge_started_at is not None:
+        raise SessionConflict(f"Session {session.pk} is being deleted; start a new one.")
+    if session.status not in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED):
+        return False
+    _target_lock_idle(target_id=session.target_id, reopening=session.pk)
+    session.mark_in_progress()
+    session.save()
+    return True
+
+
 def _retry_failed_units(session: SessionState) -> int:
     """Give the failed units of a finished session another task. Inside a transaction."""
     cfg = engine_settings()
@@ -372,16 +387,10 @@ def resume_target(
         maybe_lost = _message_maybe_lost(timezone.now(), queue_empty=queue_empty)
     with transaction.atomic():
         session = SessionState.objects.select_for_update().get(pk=session_id)
-        if session.purge_started_at is not None:
-            raise SessionConflict(f"Session {session.pk} is being deleted; start a new one.")
+        reopened = _session_reopen(session)
         if session.status == SessionStatus.COMPLETED:
             raise SessionConflict(f"Session {session.pk} is already COMPLETED; start a new one.")
-        retried = 0
-        if session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED):
-            _target_lock_idle(target_id=session.target_id, reopening=session.pk)
-            session.mark_in_progress()
-            session.save()
-            retried = _retry_failed_units(session)
+        retried = _retry_failed_units(session) if reopened else 0
         resent = _resend_pending(session.pk, maybe_lost=maybe_lost)
     logger.info(
         "session resumed: %d failed units retried, %d pending tasks sent again",
@@ -422,11 +431,8 @@ def task_requeue(*, task_id: uuid.UUID | str) -> Task:
         if task.status != TaskStatus.FAILED:
             raise SessionConflict(f"Only a FAILED task can be requeued; this one is {task.status}.")
         session = SessionState.objects.select_for_update().get(pk=task.session_id)
-        if session.purge_started_at is not None:
-            raise SessionConflict(f"Session {session.pk} is being deleted; start a new one.")
-        reopening = session.status in (SessionStatus.PARTIALLY_COMPLETED, SessionStatus.FAILED)
-        if reopening:
-            _target_lock_idle(target_id=session.target_id, reopening=session.pk)
+        # Before the counters move: the reopened session is saved whole.
+        _session_reopen(session)
         failed = Batch.objects.filter(task=task, status=BatchStatus.FAILED)
         forgotten = failed.count()
         failed.delete()
@@ -434,9 +440,6 @@ def task_requeue(*, task_id: uuid.UUID | str) -> Task:
             total_batches=F("total_batches") - forgotten,
             failed_batches=F("failed_batches") - forgotten,
         )
-        if reopening:
-            session.mark_in_progress()
-            session.save()
         task.transition(TaskStatus.PENDING)
         task.attempts = 0
         task.enqueued_at = timezone.now()
