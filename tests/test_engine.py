@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
 from enumeration.connectors import filesystem
-from enumeration.connectors.keys import encode_key, key_hash
+from enumeration.connectors.keys import decode_key, encode_key, key_hash
 from enumeration.idranges import ranges_ids
 from enumeration.models import (
     Batch,
@@ -375,12 +375,12 @@ def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_go
     session, task = _interrupted_after_staging(tmp_path, files=3000, batches=25, batch_size=100)
     # And going past an entry takes a millisecond (a slow share), while beat's Reaper runs
     # alongside: skipping the staged entries takes longer than the lease
-    real_hash, calls = filesystem._blake2b, iter(range(10**6))
+    real_hash, calls, taken_back = filesystem._blake2b, iter(range(10**6)), []
 
     def slow_hash(data: bytes, digest_size: int):
         time.sleep(0.001)
         if next(calls) % 100 == 0:
-            tasks_reap()
+            taken_back.append(tasks_reap().requeued)
         return real_hash(data, digest_size=digest_size)
 
     monkeypatch.setattr(filesystem, "_blake2b", slow_hash)
@@ -390,7 +390,9 @@ def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_go
     assert outcome.status == "completed"
     assert Batch.objects.get(task=task).items_resumed == 2500
     assert TaskOutputRecord.objects.filter(session=session).count() == 3000
-    assert Task.objects.get(pk=task.pk).attempts == 2
+    assert len(taken_back) >= 25 and not any(taken_back)
+    # (the attempt that died had staged its batches: it was not counted)
+    assert Task.objects.get(pk=task.pk).attempts == 1
 
 
 def test_a_long_commit_renews_the_lease_from_its_end(tmp_path, settings, monkeypatch):
@@ -466,6 +468,89 @@ def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
     assert outcomes == ["retry"] * 5 + ["completed"]
     assert Batch.objects.filter(task=task, status=BatchStatus.SUCCEEDED).count() == 6
     assert drain(session).status == SessionStatus.COMPLETED
+
+
+class _WorkerKilled(BaseException):
+    """Ends a run the way SIGKILL does for the engine: nothing catches it, the lease stays."""
+
+
+def test_workers_that_die_after_committing_a_unit_do_not_use_up_the_attempts(
+    tmp_path, settings, monkeypatch
+):
+    # Given a task of six directories, each committed on its own, whose worker dies in every
+    # run once it has committed one of them (more deaths than the attempt limit)
+    settings.CENSUS = {**settings.CENSUS, "GROUP_COMMIT_ENTRIES": 1}
+    for i in range(6):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "f").touch()
+    session = enumerate_target(path=tmp_path)
+    assert task_run(task_id=Task.objects.get(session=session).pk).status == "completed"
+    task = Task.objects.get(session=session, kind=TaskKind.DISCOVERY_ENUMERATE, status="PENDING")
+    assert len(task.paths_to_scan) == 6 > task.max_attempts
+    real_list_unit, listed = engine._list_unit, []
+
+    def dies_after_one(*args, **kwargs):
+        listed.append(1)
+        if len(listed) > 1:
+            raise _WorkerKilled()
+        return real_list_unit(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_list_unit", dies_after_one)
+    # When the Reaper takes it back after each death, and it runs again
+    reasons = []
+    for _ in range(10):
+        listed.clear()
+        try:
+            outcome = task_run(task_id=task.pk, worker_id="doomed").status
+        except _WorkerKilled:
+            Task.objects.filter(pk=task.pk).update(
+                lease_expires_at=timezone.now() - timedelta(seconds=1)
+            )
+            assert tasks_reap().requeued == 1
+            reasons.append(Task.objects.get(pk=task.pk).last_error)
+            continue
+        break
+    # Then it completes: every dead run had committed a unit, so none counted, and the reason
+    # given says so
+    assert outcome == "completed"
+    assert len(reasons) == 5
+    assert all("after committing work (not counted)" in r for r in reasons), reasons
+    assert Task.objects.get(pk=task.pk).attempts == 1
+    assert Batch.objects.filter(task=task, status=BatchStatus.SUCCEEDED).count() == 6
+    assert drain(session).status == SessionStatus.COMPLETED
+
+
+def test_a_death_after_committing_does_not_excuse_the_next_attempt(tmp_path, settings):
+    # Given a task whose first run committed a unit and died, taken back by the Reaper
+    settings.CENSUS = {**settings.CENSUS, "GROUP_COMMIT_ENTRIES": 1}
+    (tmp_path / "a").mkdir()
+    session = enumerate_target(path=tmp_path)
+    task = Task.objects.get(session=session)
+    claimed = task_claim(task_id=task.pk, worker_id="w1")
+    engine._commit_units(
+        claimed,
+        "w1",
+        engine.engine_settings(),
+        [
+            engine._list_unit(
+                claimed, "w1", engine.engine_settings(), decode_key(task.paths_to_scan[0])
+            )
+        ],
+    )
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    tasks_reap()
+    assert Task.objects.get(pk=task.pk).attempts == 0
+    # When every later attempt dies before committing anything
+    for attempt in range(1, task.max_attempts + 1):
+        assert task_claim(task_id=task.pk, worker_id=f"w{attempt + 1}") is not None
+        Task.objects.filter(pk=task.pk).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+        tasks_reap()
+    # Then those count: the task fails at its limit
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert f"on attempt {task.max_attempts} of {task.max_attempts}" in task.last_error
 
 
 def test_runs_that_commit_nothing_still_fail_the_task_at_its_attempt_limit(tmp_path, monkeypatch):

@@ -257,6 +257,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "status",
             "attempts",
             "max_attempts",
+            "last_commit_attempt",
             "lease_owner",
             "lease_expires_at",
             "heartbeat_at",

@@ -36,6 +36,11 @@ class Task(models.Model):
     payload = models.JSONField(default=dict)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
+    # The attempt that last committed results (units, or a large unit's staged batch): set in
+    # their transaction, cleared by each claim. An attempt that made progress is not counted
+    # against max_attempts, however it ended (an error, SIGKILL, a lease that ran out): the
+    # limit is for runs that get nowhere. Progress is finite, so the retries still end.
+    last_commit_attempt = models.PositiveIntegerField(default=0)
     lease_owner = models.CharField(max_length=255, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -66,6 +71,11 @@ class Task(models.Model):
         if not self.can_transition(target):
             raise InvalidTransition("task", self.status, target)
         self.status = target
+
+    @property
+    def attempt_progressed(self) -> bool:
+        """Whether the current attempt has committed results."""
+        return self.attempts > 0 and self.last_commit_attempt == self.attempts
 
     @property
     def paths_to_scan(self) -> list[str]:

@@ -96,6 +96,7 @@ def task_claim(*, task_id: uuid.UUID | str, worker_id: str) -> Task | None:
             lease_expires_at=now + cfg.lease,
             heartbeat_at=now,
             attempts=F("attempts") + 1,
+            last_commit_attempt=0,  # a new attempt has committed nothing yet
             started_at=Coalesce(F("started_at"), now),
         )
         if not won:
@@ -125,12 +126,17 @@ def _renewal_interval(cfg: EngineSettings) -> float:
     return cfg.lease.total_seconds() / 3
 
 
-def _heartbeat(task_id: uuid.UUID, worker_id: str, lease: timedelta) -> None:
-    """Extend the lease; raise LeaseLost when it is not ours any more. Call inside a transaction."""
+def _heartbeat(
+    task_id: uuid.UUID, worker_id: str, lease: timedelta, *, committing: bool = False
+) -> None:
+    """Extend the lease; raise LeaseLost when it is not ours any more. Call inside a transaction.
+    ``committing``: the transaction writes results for good (units, or a large unit's staged
+    batch), so it records that this attempt progressed."""
     now = timezone.now()
+    progress = {"last_commit_attempt": F("attempts")} if committing else {}
     still_ours = Task.objects.filter(
         pk=task_id, status=TaskStatus.RUNNING, lease_owner=worker_id
-    ).update(lease_expires_at=now + lease, heartbeat_at=now)
+    ).update(lease_expires_at=now + lease, heartbeat_at=now, **progress)
     if not still_ours:
         raise LeaseLost(f"task {task_id} is no longer leased to {worker_id}")
 
@@ -386,9 +392,10 @@ def _stage(
     unit_hash: str,
     entries: list[Entry],
 ) -> None:
-    """Stage one streamed batch of a unit, in a transaction that proves the lease is ours."""
+    """Stage one streamed batch of a unit, in a transaction that proves the lease is ours. A
+    staged batch is progress too: a later attempt at the unit skips it."""
     with transaction.atomic():
-        _heartbeat(task.pk, worker_id, cfg.lease)
+        _heartbeat(task.pk, worker_id, cfg.lease, committing=True)
         _write_rows(
             StagedOutputRecord, task, "unit_hash", [_RowGroup(unit_key, unit_hash, entries)]
         )
@@ -559,7 +566,7 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
         return
     with transaction.atomic():
         # The lease is proved, and the task's row locked against the Reaper, before any write.
-        _heartbeat(task.pk, worker_id, cfg.lease)
+        _heartbeat(task.pk, worker_id, cfg.lease, committing=True)
         started = time.monotonic()
         totals: Counter[str] = Counter()
         direct: list[ListedUnit] = []
@@ -754,14 +761,11 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
             ).values_list("unit_hash", flat=True)
         )
         # Units an earlier attempt of this task left half-staged (at most one, in practice).
-        interrupted = (
-            set(
-                StagedOutputRecord.objects.filter(task=task)
-                .values_list("unit_hash", flat=True)
-                .distinct()
-            )
-            if task.attempts > 1
-            else set()
+        # Asked whatever ``attempts`` says: an attempt that staged something is given back.
+        interrupted = set(
+            StagedOutputRecord.objects.filter(task=task)
+            .values_list("unit_hash", flat=True)
+            .distinct()
         )
         last_pipelined = time.monotonic()
         group: list[ListedUnit] = []
@@ -814,10 +818,7 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
         except Exception as exc:
             logger.exception("task failed")
             outcome.status = task_release_after_error(
-                task_id=task.pk,
-                worker_id=worker_id,
-                error=exc,
-                progressed=outcome.units_committed > 0,
+                task_id=task.pk, worker_id=worker_id, error=exc
             )
             return outcome
         logger.info(

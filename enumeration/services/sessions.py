@@ -248,15 +248,19 @@ def _task_return_to_queue(task: Task, reason: str) -> None:
     tasks_enqueue_on_commit([task.pk])
 
 
-def task_release_after_error(
-    *, task_id: uuid.UUID, worker_id: str, error: Exception, progressed: bool = False
-) -> str:
-    """An unexpected error ended a run: retry the task later, or fail it past its attempt limit.
+def _attempt_spent(task: Task) -> bool:
+    """Whether the attempt that just ended counts against the task's limit: one that committed
+    results (say, a long task cut by its time limit, or killed, after some of its units) is
+    given back. Inside the transaction that locked the task; saves ``attempts`` if it changes."""
+    if task.attempt_progressed:
+        task.attempts -= 1
+        task.save(update_fields=["attempts"])
+    return task.attempts >= task.max_attempts
 
-    A run that ``progressed`` (committed a unit before the error: say, a long task cut by its
-    time limit) is not counted as an attempt. Each such run commits a unit for good and a task
-    has finitely many, so the retries still end; the limit is for runs that get nowhere.
-    """
+
+def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Exception) -> str:
+    """An unexpected error ended a run: retry the task later, or fail it past its attempt limit
+    (``_attempt_spent``)."""
     reason = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
         task = (
@@ -266,10 +270,7 @@ def task_release_after_error(
         )
         if task is None:
             return "lease_lost"
-        if progressed:
-            task.attempts -= 1
-            task.save(update_fields=["attempts"])
-        if task.attempts >= task.max_attempts:
+        if _attempt_spent(task):
             _task_fail(task, f"failed on attempt {task.attempts} of {task.max_attempts}: {reason}")
             outcome = "failed"
         else:
@@ -484,14 +485,13 @@ def _tasks_take_back(tasks: list[tuple[Task, str]], result: ReapResult) -> set[u
     """Return leased tasks to the queue, or fail those past their attempt limit; ``why`` says
     what became of each lease. Inside the transaction that locked them. Returns their sessions."""
     for task, why in tasks:
-        owner = task.lease_owner
-        if task.attempts >= task.max_attempts:
-            _task_fail(
-                task, f"lease of {owner} {why} on attempt {task.attempts} of {task.max_attempts}"
-            )
+        owner, attempt, progressed = task.lease_owner, task.attempts, task.attempt_progressed
+        if _attempt_spent(task):
+            _task_fail(task, f"lease of {owner} {why} on attempt {attempt} of {task.max_attempts}")
             result.failed += 1
             continue
-        _task_return_to_queue(task, f"lease of {owner} {why} on attempt {task.attempts}")
+        given_back = " after committing work (not counted)" if progressed else ""
+        _task_return_to_queue(task, f"lease of {owner} {why} on attempt {attempt}{given_back}")
         result.requeued += 1
     return {task.session_id for task, _ in tasks}
 
