@@ -1106,36 +1106,46 @@ def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> 
     encoding = _process_seconds() - started
     del listed
 
-    table = "bench_bound_records"
-    columns = ", ".join(("id", *_ROW_COLUMNS, "batch_id"))
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        cursor.execute(
-            f"CREATE TABLE {table} (LIKE {TaskOutputRecord._meta.db_table} INCLUDING INDEXES)"
-        )
-        cursor.execute("CHECKPOINT")
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
-    backend_before = process_cpu(backend)
-    client_before = _process_seconds()
-    t0 = time.monotonic()
-    for rows in copies:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.cursor.copy_expert(
-                f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(rows)
-            )
-    copy_wall = time.monotonic() - t0
-    copy_backend = process_cpu(backend) - backend_before
-    copy_client = _process_seconds() - client_before
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE {table}")
+    def copy_into(keys: str) -> tuple[float, float, float, int]:
+        """The COPYs into a fresh table of the output table's columns (``keys``: its indexes or
+        none): wall seconds, backend and client CPU seconds, bytes of WAL."""
+        table = "bench_bound_records"
+        columns = ", ".join(("id", *_ROW_COLUMNS, "batch_id"))
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(f"CREATE TABLE {table} (LIKE {TaskOutputRecord._meta.db_table} {keys})")
+            cursor.execute("CHECKPOINT")
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+        backend_before, client_before = process_cpu(backend), _process_seconds()
+        wal_before = wal_position()
+        t0 = time.monotonic()
+        for rows in copies:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.cursor.copy_expert(
+                    f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(rows)
+                )
+        wall = time.monotonic() - t0
+        backend_cpu = process_cpu(backend) - backend_before
+        client_cpu = _process_seconds() - client_before
+        wal = wal_position() - wal_before
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE {table}")
+        return wall, backend_cpu, client_cpu, wal
+
+    keyed = copy_into("INCLUDING INDEXES")
+    keyless = copy_into("")
     return {
         "bare_listing": bare,
         "connector": listing,
         "copy_rows": encoding,
-        "copy_backend": copy_backend,
-        "copy_client": copy_client,
-        "copy_wall": copy_wall,
+        "copy_wall": keyed[0],
+        "copy_backend": keyed[1],
+        "copy_client": keyed[2],
+        "copy_wal": keyed[3],
+        "keyless_copy_backend": keyless[1],
+        "keyless_copy_client": keyless[2],
+        "keyless_copy_wal": keyless[3],
         "commits": len(copies),
     }
 
@@ -1145,7 +1155,8 @@ def bench_bound(args: argparse.Namespace, results: dict) -> None:
 
     In one process, on the throughput tree: the bare listing; Census's connector; the binary COPY
     rows it makes of what it found; and their COPY, in commits of the group-commit size, into a
-    table of the output table's shape and keys (a PostgreSQL backend's CPU, read from /proc).
+    table of the output table's shape and keys (a PostgreSQL backend's CPU, read from /proc);
+    then, to show what the keys cost, the same COPY into the same columns without them.
     Two workers and their backends could at best share those seconds perfectly between the
     cores, with nothing else to do (no claims, markers, counters, tasks, Celery): the ratio that
     gives is an upper bound for any Census of this design, measured beside the floor it is
@@ -1165,12 +1176,17 @@ def bench_bound(args: argparse.Namespace, results: dict) -> None:
         load_before, times_before = load_average(), cpu_times()
         cpu = _per_entry_cpu(args, tree, units)
         copy_cpu = cpu["copy_backend"] + cpu["copy_client"]
+        keyless_cpu = cpu["keyless_copy_backend"] + cpu["keyless_copy_client"]
         say(
             f"  CPU per entry: bare listing {cpu['bare_listing'] * per_entry:.1f} µs; Census's "
             f"connector {cpu['connector'] * per_entry:.1f} µs; its COPY rows "
             f"{cpu['copy_rows'] * per_entry:.1f} µs; their COPY into the output table's shape "
             f"({cpu['commits']:,} commits, {cpu['copy_wall']:.1f}s wall) "
-            f"{copy_cpu * per_entry:.1f} µs (backend {cpu['copy_backend'] * per_entry:.1f})  "
+            f"{copy_cpu * per_entry:.1f} µs (backend {cpu['copy_backend'] * per_entry:.1f}, "
+            f"{cpu['copy_wal'] * per_entry / 1e6:.0f} B of WAL); the same COPY without the "
+            f"table's two keys {keyless_cpu * per_entry:.1f} µs (backend "
+            f"{cpu['keyless_copy_backend'] * per_entry:.1f}, "
+            f"{cpu['keyless_copy_wal'] * per_entry / 1e6:.0f} B of WAL)  "
             f"[load {load_before} -> {load_average()}{_steal(times_before)}]"
         )
         rounds.append(

@@ -244,14 +244,23 @@ def test_a_second_active_session_of_a_target_is_refused_by_constraint(tmp_path):
 
 def test_the_migration_fails_all_but_the_newest_active_session_of_a_target(tmp_path):
     # Given a database from before the constraint, holding two active sessions of one target
+    before = ("enumeration", "0009_record_ids_in_blocks_classification_ranges")
     executor = MigrationExecutor(connection)
-    executor.migrate([("enumeration", "0009_record_ids_in_blocks_classification_ranges")])
+    executor.migrate([before])
     try:
-        older = enumerate_target(path=tmp_path)
-        newer = SessionState.objects.create(
-            target=older.target, source_type=older.source_type, status=SessionStatus.IN_PROGRESS
+        # (written through the models as they were then: today's may have columns added since)
+        old = executor.loader.project_state(before).apps
+        target = old.get_model("enumeration", "ScanTarget").objects.create(
+            name="t", target_type="directory", location=str(tmp_path)
         )
-        SessionState.objects.filter(pk=newer.pk).update(created_at=older.created_at + TWO_HOURS_AGO)
+        sessions_then = old.get_model("enumeration", "SessionState").objects
+        older = sessions_then.create(
+            target=target, source_type="directory", status=SessionStatus.INITIALIZED
+        )
+        newer = sessions_then.create(
+            target=target, source_type="directory", status=SessionStatus.IN_PROGRESS
+        )
+        sessions_then.filter(pk=newer.pk).update(created_at=older.created_at + TWO_HOURS_AGO)
         # When the migration runs
     finally:
         executor = MigrationExecutor(connection)
