@@ -290,6 +290,28 @@ def test_deferred_events_go_out_once_when_the_block_ends_and_only_if_committed()
     assert DomainEvent.objects.get(aggregate_id="at once").dispatched_at is not None
 
 
+def test_a_transaction_of_more_events_than_a_dispatch_chunk_has_them_all_dispatched():
+    from enumeration.services.events import DISPATCH_CHUNK, events_deferred, events_record
+
+    def events(prefix: str, count: int) -> list[DomainEvent]:
+        return [
+            DomainEvent(
+                event_type="TaskCreated", aggregate_type="task", aggregate_id=f"{prefix}{i}"
+            )
+            for i in range(count)
+        ]
+
+    # Given one transaction that records more events than one dispatch takes, and a deferred
+    # block that does the same
+    with transaction.atomic():
+        events_record(events("at once ", DISPATCH_CHUNK + 100))
+    with events_deferred(), transaction.atomic():
+        events_record(events("deferred ", DISPATCH_CHUNK + 100))
+    # Then every one of them went out after its commit, none left for the sweep
+    assert DomainEvent.objects.count() == 2 * (DISPATCH_CHUNK + 100)
+    assert not DomainEvent.objects.filter(dispatched_at__isnull=True).exists()
+
+
 def test_a_second_copy_of_a_committed_record_is_refused_by_constraint(make_tree):
     from django.db import IntegrityError
 

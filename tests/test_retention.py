@@ -163,6 +163,75 @@ def test_expired_sessions_are_ranked_per_target_by_completion(tmp_path):
     assert not sessions_expired(older_than=timedelta(days=60), keep_latest=0).exists()
 
 
+def _between_listing_and_marking(monkeypatch, meanwhile) -> None:
+    """Run ``meanwhile(session_id)`` once, after the retention job has listed the expired
+    sessions and before it marks the first of them."""
+    from enumeration.services import retention
+
+    real, done = retention._mark_if_still_expired, []
+
+    def mark(session_id, expired):
+        if not done:
+            done.append(session_id)
+            meanwhile(session_id)
+        return real(session_id, expired)
+
+    monkeypatch.setattr(retention, "_mark_if_still_expired", mark)
+
+
+def test_a_session_resumed_and_finished_again_after_retention_listed_it_is_kept(
+    tmp_path, settings, monkeypatch
+):
+    # Given a target's two finished sessions, 100 and 60 days old, the older PARTIALLY_COMPLETED
+    root = make_share(tmp_path, "a")
+    older, newer = finished(root, days_ago=100), finished(root, days_ago=60)
+    failed = Batch.objects.filter(session=older).exclude(unit=str(root)).first()
+    Batch.objects.filter(pk=failed.pk).update(status="FAILED")
+    SessionState.objects.filter(pk=older.pk).update(
+        status=SessionStatus.PARTIALLY_COMPLETED, failed_batches=1
+    )
+    settings.CENSUS = {**settings.CENSUS, "SESSION_RETENTION_DAYS": 30, "SESSION_RETENTION_KEEP": 1}
+
+    # And an operator resumes the older one, which finishes again, right after the retention
+    # job listed it as expired
+    def resumed_and_finished(session_id) -> None:
+        resume_target(session_id=session_id)
+        assert session_drain(session_id=session_id, idle_sleep=0).status == "COMPLETED"
+
+    _between_listing_and_marking(monkeypatch, resumed_and_finished)
+    # When the job goes on
+    sessions_purge_expired()
+    # Then the resumed session, now the target's newest, is kept
+    assert rows_of(older)["session"] == 1
+    assert SessionState.objects.get(pk=older.pk).purge_started_at is None
+    # And the next run deletes the one it has made the older of the two
+    assert rows_of(newer)["session"] == 1
+    sessions_purge_expired()
+    assert rows_of(older)["session"] == 1
+    assert rows_of(newer) == GONE
+
+
+def test_a_session_another_run_deleted_after_this_one_listed_it_is_skipped(
+    tmp_path, settings, monkeypatch
+):
+    # Given a target's expired session and a newer one, and a second retention run (say one an
+    # admin's delete started) that deletes the expired one after this run listed it
+    root = make_share(tmp_path, "a")
+    old, other_old, new = (finished(root, days_ago=d) for d in (100, 90, 1))
+    settings.CENSUS = {**settings.CENSUS, "SESSION_RETENTION_DAYS": 30, "SESSION_RETENTION_KEEP": 1}
+
+    def deleted_by_another_run(session_id) -> None:
+        session_purge_start(session_id=session_id)
+        session_purge(session_id=session_id, chunk_rows=1000)
+
+    _between_listing_and_marking(monkeypatch, deleted_by_another_run)
+    # When this run goes on, it skips that one and deletes the rest of its list
+    result = sessions_purge_expired()
+    assert result.sessions == 1
+    assert rows_of(old) == rows_of(other_old) == GONE
+    assert rows_of(new)["session"] == 1
+
+
 # --- the ways in --------------------------------------------------------------------------------
 def test_purge_sessions_command_lists_on_a_dry_run_and_deletes_when_asked(tmp_path, capsys):
     root = make_share(tmp_path, "a")

@@ -41,8 +41,19 @@ def events_record(events: Iterable[DomainEvent]) -> list[DomainEvent]:
         if deferred is not None:
             deferred.extend(ids)
         else:
-            transaction.on_commit(lambda: events_dispatch(ids=ids), robust=True)
+            transaction.on_commit(lambda: _dispatch_chunked(ids), robust=True)
     return created
+
+
+def _dispatch_chunked(ids: list[int]) -> None:
+    """Dispatch the events of ``ids``, ``DISPATCH_CHUNK`` at a time. A chunk that fails leaves
+    itself and the rest to the periodic sweep."""
+    for start in range(0, len(ids), DISPATCH_CHUNK):
+        try:
+            events_dispatch(ids=ids[start : start + DISPATCH_CHUNK], limit=DISPATCH_CHUNK)
+        except Exception:
+            logger.exception("event dispatch failed; the sweep will retry")
+            return
 
 
 @contextmanager
@@ -57,12 +68,7 @@ def events_deferred() -> Iterator[None]:
         yield
     finally:
         _deferred.reset(token)
-        for start in range(0, len(ids), DISPATCH_CHUNK):
-            try:
-                events_dispatch(ids=ids[start : start + DISPATCH_CHUNK], limit=DISPATCH_CHUNK)
-            except Exception:
-                logger.exception("deferred event dispatch failed; the sweep will retry")
-                break
+        _dispatch_chunked(ids)
 
 
 def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK) -> int:

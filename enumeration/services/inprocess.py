@@ -10,14 +10,17 @@ messages this process sends and by a poll of the database.
 import logging
 import threading
 import uuid
-from collections.abc import Callable
-from time import sleep
+from collections.abc import Callable, Iterable
+from time import monotonic, sleep
 
 from django.db import close_old_connections
+from django.utils.module_loading import import_string
 
+from config.periodic import PeriodicJob
 from enumeration.choices import SessionStatus, TaskStatus
 from enumeration.models import SessionState, Task
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
+from enumeration.schedule import PERIODIC_JOBS
 from enumeration.services.dispatch import RUNNABLE_KINDS
 from enumeration.services.engine import task_run, worker_identity
 from enumeration.services.pipeliner import pipeline_advance
@@ -91,6 +94,33 @@ def sessions_work(*, worker_id: str) -> int:
     return ran
 
 
+class PeriodicJobsDue:
+    """beat's part on the embedded default, which has no beat: the enumeration engine's periodic
+    jobs (the outbox sweep, stalled sessions, retention, ...), each run here when its interval
+    has passed since its last run, and all of them on the first call, as beat runs a job it has
+    never run. (The network monitor's jobs need PostgreSQL, so they are not among them.)"""
+
+    def __init__(self, jobs: Iterable[PeriodicJob] = PERIODIC_JOBS) -> None:
+        self._jobs = tuple(jobs)
+        self._last_run: dict[str, float] = {}
+
+    def run(self) -> list[str]:
+        """Run the jobs that are due; returns their names. A job that fails is logged and
+        tried again at its next interval; the others still run."""
+        ran = []
+        for job in self._jobs:
+            last = self._last_run.get(job.name)
+            if last is not None and monotonic() - last < job.every_seconds:
+                continue
+            self._last_run[job.name] = monotonic()
+            ran.append(job.name)
+            try:
+                import_string(job.task)()
+            except Exception:
+                logger.exception("in-process worker: periodic job %r failed", job.name)
+        return ran
+
+
 class _BackgroundWorker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -113,11 +143,13 @@ class _BackgroundWorker:
 
     def _run(self) -> None:
         worker_id = worker_identity()
+        periodic = PeriodicJobsDue()
         logger.info("in-process worker started")
         while True:
             self._wake.clear()
             try:
                 sessions_work(worker_id=worker_id)
+                periodic.run()
             except Exception:
                 # The database is the queue: whatever failed is still there for the next pass.
                 logger.exception("in-process worker: a pass failed")
@@ -131,7 +163,8 @@ _background = _BackgroundWorker()
 
 def background_worker_start() -> None:
     """Give this process a background worker (once; a no-op when it has one). The first pass
-    resumes every active session, as the Orchestrator does when a worker starts."""
+    resumes every active session, as the Orchestrator does when a worker starts; every pass
+    also runs beat's periodic jobs that are due (``PeriodicJobsDue``)."""
     _background.start()
 
 

@@ -187,11 +187,21 @@ def sessions_purge_expired(*, max_chunks: int | None = None) -> PurgeResult:
             keep_latest=cfg["SESSION_RETENTION_KEEP"],
         )
         for session_id in expired.values_list("pk", flat=True):
-            try:
-                session_purge_start(session_id=session_id)
-            except SessionNotFinished:
-                continue  # resumed since it was found expired: it is not finished any more
+            _mark_if_still_expired(session_id, expired)
     return sessions_purge_marked(max_chunks=max_chunks)
+
+
+def _mark_if_still_expired(session_id: uuid.UUID, expired: QuerySet[SessionState]) -> bool:
+    """Mark one session the retention job found expired, asking again under its lock: since
+    it was listed it may have been resumed (and even finished again, now the newest of its
+    target), or deleted by another run."""
+    with transaction.atomic():
+        session = SessionState.objects.select_for_update().filter(pk=session_id).first()
+        if session is None or not expired.filter(pk=session_id).exists():
+            return False
+        session.purge_started_at = timezone.now()
+        session.save(update_fields=["purge_started_at"])
+    return True
 
 
 def purge_sessions_soon() -> None:
