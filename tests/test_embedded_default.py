@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -112,7 +113,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _request(url: str, *, token: str | None = None, body: dict | None = None) -> dict:
+def _request(
+    url: str, *, token: str | None = None, body: dict | None = None, method: str | None = None
+) -> dict:
     """A JSON request to the web process under test (http://127.0.0.1 only)."""
     assert url.startswith("http://127.0.0.1:")
     request = urllib.request.Request(  # noqa: S310  (loopback http, checked above)
@@ -120,9 +123,10 @@ def _request(url: str, *, token: str | None = None, body: dict | None = None) ->
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json"}
         | ({"Authorization": f"Bearer {token}"} if token else {}),
+        method=method,
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
+        return {"http_status": response.status} | json.loads(response.read() or b"{}")
 
 
 @pytest.mark.slow
@@ -192,6 +196,21 @@ def test_the_web_process_runs_the_sessions_the_api_starts_on_the_embedded_defaul
         first = next(s for s in sessions.values() if s["id"] != started["id"])
         assert first["counters"]["items_found"] == len(truth)
         assert sessions[started["id"]]["counters"]["items_found"] == 25
+        # And a session deleted through the API is marked at once and deleted by the web
+        # process's worker, outside the request
+        deleting = _request(f"{base}/sessions/{first['id']}/", token=token, method="DELETE")
+        assert deleting["http_status"] == 202 and deleting["timeline"]["purge_started_at"], deleting
+        while time.monotonic() < deadline + 180:
+            try:
+                _request(f"{base}/sessions/{first['id']}/", token=token)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the marked session was never deleted")
+        remaining = _request(f"{base}/sessions/", token=token)["results"]
+        assert [s["id"] for s in remaining] == [started["id"]]
     finally:
         server.terminate()
         server.wait(timeout=30)

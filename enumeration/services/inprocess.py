@@ -24,6 +24,7 @@ from enumeration.schedule import PERIODIC_JOBS
 from enumeration.services.dispatch import RUNNABLE_KINDS
 from enumeration.services.engine import task_run, worker_identity
 from enumeration.services.pipeliner import pipeline_advance
+from enumeration.services.retention import sessions_purge_marked
 from enumeration.services.sessions import session_refresh_status, tasks_reap
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class _BackgroundWorker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._purge = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -141,6 +143,13 @@ class _BackgroundWorker:
         self._wake.set()
         return True
 
+    def purge_soon(self) -> bool:
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        self._purge.set()
+        self._wake.set()
+        return True
+
     def _run(self) -> None:
         worker_id = worker_identity()
         periodic = PeriodicJobsDue()
@@ -150,6 +159,9 @@ class _BackgroundWorker:
             try:
                 sessions_work(worker_id=worker_id)
                 periodic.run()
+                if self._purge.is_set():
+                    self._purge.clear()  # before: a request made during the purge is kept
+                    sessions_purge_marked()
             except Exception:
                 # The database is the queue: whatever failed is still there for the next pass.
                 logger.exception("in-process worker: a pass failed")
@@ -171,3 +183,9 @@ def background_worker_start() -> None:
 def background_worker_wake() -> bool:
     """Wake this process's background worker now; False when this process has none."""
     return _background.wake()
+
+
+def background_worker_purge_soon() -> bool:
+    """Have this process's background worker delete the sessions marked for deletion, now
+    rather than in the caller's thread (a web request); False when this process has none."""
+    return _background.purge_soon()

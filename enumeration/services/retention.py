@@ -205,9 +205,13 @@ def _mark_if_still_expired(session_id: uuid.UUID, expired: QuerySet[SessionState
 
 
 def purge_sessions_soon() -> None:
-    """Have the marked sessions deleted: by a worker, or here on the embedded default."""
+    """Have the marked sessions deleted: by a worker; on the embedded default by this process's
+    background worker (the web process's), or here in a process that has none."""
     if settings.CENSUS_IN_PROCESS_WORKER:
-        sessions_purge_marked()
+        from enumeration.services.inprocess import background_worker_purge_soon
+
+        if not background_worker_purge_soon():
+            sessions_purge_marked()
         return
     from enumeration.tasks import purge_sessions
 
