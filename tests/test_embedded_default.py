@@ -155,6 +155,14 @@ def test_the_web_process_runs_the_sessions_the_api_starts_on_the_embedded_defaul
         timeout=120,
     )
     assert "runserver" in shell.stdout, shell.stdout
+    # And an event whose dispatch after commit died with its process
+    db = sqlite3.connect(tmp_path / "var" / "census.sqlite3")
+    with db:
+        db.execute(
+            "INSERT INTO enumeration_domainevent (event_type, aggregate_type, aggregate_id, "
+            "payload, occurred_at, attempts) VALUES ('TaskCreated', 'task', 'lost', '{}', "
+            "'2026-01-01 00:00:00', 0)"
+        )
     port = _free_port()
     server = subprocess.Popen(
         [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -211,7 +219,13 @@ def test_the_web_process_runs_the_sessions_the_api_starts_on_the_embedded_defaul
             raise AssertionError("the marked session was never deleted")
         remaining = _request(f"{base}/sessions/", token=token)["results"]
         assert [s["id"] for s in remaining] == [started["id"]]
+        # And the web process's worker did beat's part too: the outbox sweep sent the lost event
+        (dispatched,) = db.execute(
+            "SELECT dispatched_at FROM enumeration_domainevent WHERE aggregate_id = 'lost'"
+        ).fetchone()
+        assert dispatched is not None
     finally:
+        db.close()
         server.terminate()
         server.wait(timeout=30)
 

@@ -413,8 +413,7 @@ def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_go
     assert Batch.objects.get(task=task).items_resumed == 2500
     assert TaskOutputRecord.objects.filter(session=session).count() == 3000
     assert len(taken_back) >= 25 and not any(taken_back)
-    # (the attempt that died had staged its batches: it was not counted)
-    assert Task.objects.get(pk=task.pk).attempts == 1
+    assert Task.objects.get(pk=task.pk).attempts == 2
 
 
 def test_a_long_commit_renews_the_lease_from_its_end(tmp_path, settings, monkeypatch):
@@ -486,8 +485,10 @@ def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
         outcomes.append(task_run(task_id=task.pk).status)
         if outcomes[-1] != "retry":
             break
-    # Then it completes: every run committed a unit, so none counted against the limit
+    # Then it completes: every run committed a unit, so none counted against the limit, and
+    # the reason each time says so
     assert outcomes == ["retry"] * 5 + ["completed"]
+    assert Task.objects.get(pk=task.pk).last_error.endswith("(it had committed units: not counted)")
     assert Batch.objects.filter(task=task, status=BatchStatus.SUCCEEDED).count() == 6
     assert drain(session).status == SessionStatus.COMPLETED
 
@@ -536,10 +537,40 @@ def test_workers_that_die_after_committing_a_unit_do_not_use_up_the_attempts(
     # given says so
     assert outcome == "completed"
     assert len(reasons) == 5
-    assert all("after committing work (not counted)" in r for r in reasons), reasons
+    assert all(r.endswith("(it had committed units: not counted)") for r in reasons), reasons
     assert Task.objects.get(pk=task.pk).attempts == 1
     assert Batch.objects.filter(task=task, status=BatchStatus.SUCCEEDED).count() == 6
     assert drain(session).status == SessionStatus.COMPLETED
+
+
+def test_runs_that_only_stage_part_of_a_growing_directory_still_use_up_the_attempts(
+    tmp_path, settings, monkeypatch
+):
+    # Given one big directory, listed 10 entries at a time, that gains 30 files between runs,
+    # and every run cut short after staging 2 batches of it (something new to stage each time)
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10}
+    for i in range(100):
+        (tmp_path / f"f{i:04d}").touch()
+    task = Task.objects.get(session=enumerate_target(path=tmp_path))
+    real_stage, staged = engine._stage, []
+
+    def cut_short(*args, **kwargs):
+        real_stage(*args, **kwargs)
+        staged.append(1)
+        if len(staged) == 2:
+            raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(engine, "_stage", cut_short)
+    outcomes = []
+    for run in range(10):
+        staged.clear()
+        outcomes.append(task_run(task_id=task.pk).status)
+        if outcomes[-1] != "retry":
+            break
+        for i in range(30):
+            (tmp_path / f"g{run:02d}{i:02d}").touch()
+    # Then staging is not progress that spares an attempt: the task fails at its limit
+    assert outcomes == ["retry"] * (task.max_attempts - 1) + ["failed"]
 
 
 def test_a_death_after_committing_does_not_excuse_the_next_attempt(tmp_path, settings):

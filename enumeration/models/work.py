@@ -36,10 +36,11 @@ class Task(models.Model):
     payload = models.JSONField(default=dict)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
-    # The attempt that last committed results (units, or a large unit's staged batch): set in
-    # their transaction, cleared by each claim. An attempt that made progress is not counted
-    # against max_attempts, however it ended (an error, SIGKILL, a lease that ran out): the
-    # limit is for runs that get nowhere. Progress is finite, so the retries still end.
+    # The attempt that last committed units: set in their transaction, cleared by each claim.
+    # An attempt that committed a unit is not counted against max_attempts, however it ended
+    # (an error, SIGKILL, a lease that ran out): the limit is for runs that get nowhere. A task
+    # has finitely many units and a committed one is never listed again, so the retries end.
+    # (Staging part of a large unit does not count: a growing directory has no end of it.)
     last_commit_attempt = models.PositiveIntegerField(default=0)
     lease_owner = models.CharField(max_length=255, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -74,7 +75,7 @@ class Task(models.Model):
 
     @property
     def attempt_progressed(self) -> bool:
-        """Whether the current attempt has committed results."""
+        """Whether the current attempt has committed a unit."""
         return self.attempts > 0 and self.last_commit_attempt == self.attempts
 
     @property

@@ -130,8 +130,7 @@ def _heartbeat(
     task_id: uuid.UUID, worker_id: str, lease: timedelta, *, committing: bool = False
 ) -> None:
     """Extend the lease; raise LeaseLost when it is not ours any more. Call inside a transaction.
-    ``committing``: the transaction writes results for good (units, or a large unit's staged
-    batch), so it records that this attempt progressed."""
+    ``committing``: the transaction commits units, so it records that this attempt progressed."""
     now = timezone.now()
     progress = {"last_commit_attempt": F("attempts")} if committing else {}
     still_ours = Task.objects.filter(
@@ -392,10 +391,11 @@ def _stage(
     unit_hash: str,
     entries: list[Entry],
 ) -> None:
-    """Stage one streamed batch of a unit, in a transaction that proves the lease is ours. A
-    staged batch is progress too: a later attempt at the unit skips it."""
+    """Stage one streamed batch of a unit, in a transaction that proves the lease is ours. Not
+    progress that spares an attempt: a directory that keeps growing would give every run
+    something new to stage, and a task cut short each time would never end."""
     with transaction.atomic():
-        _heartbeat(task.pk, worker_id, cfg.lease, committing=True)
+        _heartbeat(task.pk, worker_id, cfg.lease)
         _write_rows(
             StagedOutputRecord, task, "unit_hash", [_RowGroup(unit_key, unit_hash, entries)]
         )
@@ -761,7 +761,8 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
             ).values_list("unit_hash", flat=True)
         )
         # Units an earlier attempt of this task left half-staged (at most one, in practice).
-        # Asked whatever ``attempts`` says: an attempt that staged something is given back.
+        # Asked whatever ``attempts`` says: an attempt that committed units (and was given back)
+        # may have staged part of the next.
         interrupted = set(
             StagedOutputRecord.objects.filter(task=task)
             .values_list("unit_hash", flat=True)

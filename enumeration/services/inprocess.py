@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from time import monotonic, sleep
 
 from django.db import close_old_connections
@@ -79,6 +80,9 @@ def sessions_work(*, worker_id: str) -> int:
     the Pipeliner's safety net, the sessions' closing): one pass of the background worker.
     Returns how many tasks it ran."""
     ran, unclaimed = 0, None
+    # First the leases that ran out (say while this process was down): their tasks run in this
+    # pass, before the periodic jobs would find their sessions quiet and call them stalled.
+    tasks_reap()
     while (task_id := _next_pending_task()) is not None:
         if task_id == unclaimed:
             break  # still pending, yet this process could not claim it: left for the next pass
@@ -156,17 +160,22 @@ class _BackgroundWorker:
         logger.info("in-process worker started")
         while True:
             self._wake.clear()
-            try:
-                sessions_work(worker_id=worker_id)
-                periodic.run()
-                if self._purge.is_set():
-                    self._purge.clear()  # before: a request made during the purge is kept
-                    sessions_purge_marked()
-            except Exception:
-                # The database is the queue: whatever failed is still there for the next pass.
-                logger.exception("in-process worker: a pass failed")
-            finally:
-                close_old_connections()
+            # Each step on its own: one that keeps failing (a session whose tasks raise) must
+            # not starve the others. The database is the queue: what failed is still there.
+            steps: list[tuple[str, Callable[[], object]]] = [
+                ("the sessions' tasks", partial(sessions_work, worker_id=worker_id)),
+                ("the periodic jobs", periodic.run),
+            ]
+            if self._purge.is_set():
+                self._purge.clear()  # before the purge: a request made during it is kept
+                steps.append(("deleting the marked sessions", sessions_purge_marked))
+            for name, step in steps:
+                try:
+                    step()
+                except Exception:
+                    logger.exception("in-process worker: %s failed", name)
+                finally:
+                    close_old_connections()
             self._wake.wait(BACKGROUND_POLL_SECONDS)
 
 

@@ -248,10 +248,14 @@ def _task_return_to_queue(task: Task, reason: str) -> None:
     tasks_enqueue_on_commit([task.pk])
 
 
+# The end of the reason given when an attempt that ended was not counted (``_attempt_spent``).
+NOT_COUNTED = " (it had committed units: not counted)"
+
+
 def _attempt_spent(task: Task) -> bool:
     """Whether the attempt that just ended counts against the task's limit: one that committed
-    results (say, a long task cut by its time limit, or killed, after some of its units) is
-    given back. Inside the transaction that locked the task; saves ``attempts`` if it changes."""
+    units (say, a long task cut by its time limit, or killed, after some of them) is given
+    back. Inside the transaction that locked the task; saves ``attempts`` if it changes."""
     if task.attempt_progressed:
         task.attempts -= 1
         task.save(update_fields=["attempts"])
@@ -270,11 +274,12 @@ def task_release_after_error(*, task_id: uuid.UUID, worker_id: str, error: Excep
         )
         if task is None:
             return "lease_lost"
+        progressed = task.attempt_progressed
         if _attempt_spent(task):
             _task_fail(task, f"failed on attempt {task.attempts} of {task.max_attempts}: {reason}")
             outcome = "failed"
         else:
-            _task_return_to_queue(task, reason)
+            _task_return_to_queue(task, reason + (NOT_COUNTED if progressed else ""))
             outcome = "retry"
     if outcome == "failed":
         session_refresh_status(session_id=task.session_id)
@@ -490,7 +495,7 @@ def _tasks_take_back(tasks: list[tuple[Task, str]], result: ReapResult) -> set[u
             _task_fail(task, f"lease of {owner} {why} on attempt {attempt} of {task.max_attempts}")
             result.failed += 1
             continue
-        given_back = " after committing work (not counted)" if progressed else ""
+        given_back = NOT_COUNTED if progressed else ""
         _task_return_to_queue(task, f"lease of {owner} {why} on attempt {attempt}{given_back}")
         result.requeued += 1
     return {task.session_id for task, _ in tasks}
