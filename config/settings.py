@@ -4,8 +4,10 @@ With neither DATABASE_URL nor CELERY_BROKER_URL set, Census runs on its embedded
 ``var/`` and an in-process worker, so a fresh machine needs nothing else installed.
 """
 
+import re
 import shlex
 import sys
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -119,6 +121,10 @@ STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 # A deployment runs `collectstatic` (the Dockerfile does); the embedded default serves the apps'
 # static files (the admin's, the API docs') straight from where they are installed.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG or EMBEDDED_DATABASE)
+if WHITENOISE_USE_FINDERS:
+    # Serving from the finders needs no STATIC_ROOT: WhiteNoise's warning that it is missing
+    # would only tell a new user to run a `collectstatic` they do not need.
+    warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
 
 # --- Celery ----------------------------------------------------------------------------------
 # No broker configured means the embedded default: messages go to an in-memory transport and

@@ -178,6 +178,19 @@ class ScanTargetAdmin(admin.ModelAdmin):
         # checks that it exists and can be listed.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # A target's sessions hold its records and are deleted first, in chunks (the sessions'
+        # delete action, or retention): until then the target stays, and shows no delete button.
+        if obj is not None and obj.sessions.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # The bulk delete would only list the sessions in the way, as a permission error.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     @admin.display(description="location (readable)")
     def shown_location(self, target: ScanTarget) -> str:
         return display_key(target.location)

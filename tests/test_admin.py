@@ -156,6 +156,25 @@ def test_a_target_can_be_renamed_but_not_moved(
     assert admin_client.get(_url(ScanTarget, "add")).status_code == 403
 
 
+def test_a_target_is_deleted_only_once_its_sessions_are_gone(
+    admin_client: Client, finished_session: SessionState
+) -> None:
+    # Given a target with a session, and one without (its sessions deleted)
+    busy = finished_session.target
+    idle = ScanTarget.objects.create(name="idle", target_type="directory", location="/nowhere")
+    # Then the busy one offers no delete, and its delete page is refused, not a permission puzzle
+    assert "deletelink" not in admin_client.get(_url(ScanTarget, "change", busy.pk)).text
+    assert admin_client.get(_url(ScanTarget, "delete", busy.pk)).status_code == 403
+    # And there is no bulk delete of targets at all
+    listing = admin_client.get(_url(ScanTarget, "changelist"))
+    assert "delete_selected" not in listing.text
+    # And the idle one is deleted from its page
+    response = admin_client.post(_url(ScanTarget, "delete", idle.pk), {"post": "yes"})
+    assert response.status_code == 302
+    assert not ScanTarget.objects.filter(pk=idle.pk).exists()
+    assert ScanTarget.objects.filter(pk=busy.pk).exists()
+
+
 # --- filters and search -------------------------------------------------------------------------
 def test_sessions_are_filtered_by_status_and_source_type(
     admin_client: Client, finished_session: SessionState, failed_session: SessionState

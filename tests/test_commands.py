@@ -63,3 +63,33 @@ def run_and_drain(path):
     session = SessionState.objects.get()
     session_drain(session_id=session.pk, idle_sleep=0.05)
     return session.pk
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_rates_this_run_only():
+    from django.core.management.base import OutputWrapper
+
+    from enumeration.progress import ProgressLine
+
+    # Given a command's stdout on a terminal, and a resumed session that had found 1,000,000
+    # items before this command started
+    terminal = _Terminal()
+    progress = ProgressLine(OutputWrapper(terminal), min_interval=0)
+    progress.started -= 10  # started ten seconds ago
+    session = SessionState(status="IN_PROGRESS", items_found=1_000_000, files_found=900_000)
+    # When the line is updated twice, the second time 50 items later, then finally
+    progress.update(session)
+    session.items_found += 50
+    progress.update(session)
+    progress.update(session, final=True)
+    # Then it is one line rewritten in place, ended once
+    written = terminal.getvalue()
+    assert written.count("\n") == 1 and written.endswith("\n"), repr(written)
+    assert written.count("\r") == 3
+    # And its rate is of what this run found, not of the session's whole count
+    rate = written.rsplit("\r", 1)[1].split("items/s")[0].split()[-1]
+    assert rate == "5", written  # 50 items in 10 s
