@@ -7,6 +7,7 @@ Reads come from ``nms.selectors``, writes from ``nms.services``; a service's ref
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -51,6 +52,11 @@ class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The current state of this object does not allow it."
     default_code = "conflict"
+
+
+class NoWorkers(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "no_workers"
 
 
 CONFLICT = OpenApiResponse(ErrorDetailSerializer, description="The object's state forbids it.")
@@ -212,11 +218,23 @@ class DiscoveryProfileViewSet(NotFoundInWords, viewsets.ModelViewSet):
         description="Creates a PENDING run with one target per address and hands it to a "
         "worker. Follow it at /api/nms/discovery_runs/{id}.",
         request=None,
-        responses={202: DiscoveryRunSerializer, 400: BAD_INPUT},
+        responses={
+            202: DiscoveryRunSerializer,
+            400: BAD_INPUT,
+            503: OpenApiResponse(
+                ErrorDetailSerializer, description="No broker: no worker can run it."
+            ),
+        },
     )
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str | None = None) -> Response:
         profile = self.get_object()
+        if settings.CENSUS_IN_PROCESS_WORKER:
+            # No broker, no worker would ever take the run: say so rather than leave it PENDING.
+            raise NoWorkers(
+                "Discovery runs on Celery workers: configure a broker (CELERY_BROKER_URL) and "
+                "PostgreSQL (DATABASE_URL), and start `celery -A config worker`."
+            )
         try:
             run = discovery.discovery_run_start(profile_id=profile.pk)
         except discovery.DiscoveryInvalid as exc:

@@ -285,6 +285,19 @@ def test_run_creates_a_pending_run_with_a_target_per_address(
     assert page["count"] == 6 and len(page["results"]) == 2
 
 
+def test_a_run_on_the_embedded_default_is_refused_saying_what_it_needs(
+    api: APIClient, profile, settings
+) -> None:
+    # Given the embedded default: no broker, so no worker would ever take a run
+    settings.CENSUS_IN_PROCESS_WORKER = True
+    # When a run is started
+    response = api.post(f"/api/nms/discovery_profiles/{profile['id']}/run")
+    # Then it is refused with what it needs, and no run is left PENDING
+    assert response.status_code == 503, response.content
+    assert "CELERY_BROKER_URL" in response.json()["detail"]
+    assert not DiscoveryRun.objects.exists()
+
+
 def test_run_targets_can_be_filtered_by_outcome(api: APIClient, profile) -> None:
     run_id = api.post(f"/api/nms/discovery_profiles/{profile['id']}/run").json()["id"]
     DiscoveryRunTarget.objects.filter(run_id=run_id, ip="10.9.0.3").update(
