@@ -76,9 +76,9 @@ def session_drain(
 
 
 def sessions_work(*, worker_id: str) -> int:
-    """Run every pending task of every active session, then what beat would run (the Reaper,
-    the Pipeliner's safety net, the sessions' closing): one pass of the background worker.
-    Returns how many tasks it ran."""
+    """One pass of the background worker over every active session: expired leases taken
+    back, every pending task run, then the Reaper again, the Pipeliner and the sessions'
+    closing. Returns how many tasks it ran. (The rest of beat's jobs: ``PeriodicJobsDue``.)"""
     ran, unclaimed = 0, None
     # First the leases that ran out (say while this process was down): their tasks run in this
     # pass, before the periodic jobs would find their sessions quiet and call them stalled.
