@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import beat_init, task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Django's system checks run with `migrate` (the release step) and every management command. A
@@ -29,3 +29,20 @@ def close_old_database_connections(task: object = None, **kwargs: object) -> Non
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+@beat_init.connect
+def refuse_the_in_memory_broker(sender: object = None, **kwargs: object) -> None:
+    """A worker or beat without a broker would wait for ever on, or send into, an in-memory
+    transport no other process shares: refuse to start, saying what is missing. (Without a
+    broker, sessions run in the process that starts them: ``--wait``, or the web process.)"""
+    from django.conf import settings
+
+    if settings.CENSUS_IN_PROCESS_WORKER:
+        # SystemExit, not an exception: Celery logs a receiver's exception and starts anyway.
+        raise SystemExit(
+            "CELERY_BROKER_URL is not set: a worker or beat needs a broker the other processes "
+            "share (redis://... or amqp://...). Without one, `manage.py enumerate PATH --wait` "
+            "or the web process runs the sessions itself."
+        )

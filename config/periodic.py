@@ -29,8 +29,17 @@ def periodic_jobs() -> list[PeriodicJob]:
     return jobs
 
 
+# The names of the jobs declared here start with one of these: rows with such a name that the
+# code no longer declares are disabled, not left sending a task that may not exist any more.
+JOB_NAME_PREFIXES = ("census: ", "nms: ")
+
+
 def periodic_jobs_install() -> int:
-    """Create or update each job's schedule row. Idempotent. Returns how many jobs there are."""
+    """Create or update each job's schedule row. Idempotent. Returns how many jobs there are.
+
+    A job an operator disabled in the admin stays disabled: ``enabled`` is set only when its row
+    is made. A message beat could not deliver before the job's next run expires instead of
+    piling up behind busy workers, to run in a burst once they are free."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     jobs = periodic_jobs()
@@ -40,6 +49,21 @@ def periodic_jobs_install() -> int:
         )
         PeriodicTask.objects.update_or_create(
             name=job.name,
-            defaults={"task": job.task, "interval": interval, "queue": job.queue, "enabled": True},
+            defaults={
+                "task": job.task,
+                "interval": interval,
+                "queue": job.queue,
+                "expire_seconds": job.every_seconds,
+            },
+            create_defaults={
+                "task": job.task,
+                "interval": interval,
+                "queue": job.queue,
+                "expire_seconds": job.every_seconds,
+                "enabled": True,
+            },
         )
+    gone = PeriodicTask.objects.exclude(name__in=[job.name for job in jobs]).filter(enabled=True)
+    for prefix in JOB_NAME_PREFIXES:
+        gone.filter(name__startswith=prefix).update(enabled=False)
     return len(jobs)

@@ -280,3 +280,44 @@ def test_ctrl_c_during_wait_says_how_to_carry_on_and_resume_finishes_exactly(tmp
     db = sqlite3.connect(tmp_path / "var" / "census.sqlite3")
     keys = [k for (k,) in db.execute("select object_key from task_output_records")]
     assert len(keys) == len(set(keys)) == 35 + 1 + 2  # the files, and the two directories
+
+
+@pytest.mark.parametrize("process", [["worker", "-Q", "default", "-c", "1"], ["beat"]])
+def test_a_worker_or_beat_without_a_broker_refuses_to_start_saying_why(tmp_path, process):
+    # Given no broker configured (the embedded default), its database migrated
+    env = _embedded_env(tmp_path)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True
+    )
+    # When a worker or beat is started
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("celery")), "-A", "config", *process],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Then it stops at once, saying what is missing, rather than waiting on a transport
+    # no other process shares
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "CELERY_BROKER_URL is not set" in result.stdout + result.stderr
+
+
+def test_a_visibility_timeout_no_longer_than_the_task_time_limit_is_refused(tmp_path):
+    # Given a broker's visibility timeout that a task at its time limit outlasts
+    env = _embedded_env(tmp_path) | {
+        "CELERY_TASK_TIME_LIMIT": "7200",
+        "CELERY_VISIBILITY_TIMEOUT": "3600",
+    }
+    # When Census starts, it refuses, naming both
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "CELERY_VISIBILITY_TIMEOUT (3600 s) must be longer than" in result.stderr
