@@ -62,6 +62,9 @@ class DiscoveryRun(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When a batch of its targets last committed: a RUNNING run that has not moved for longer
+    # than a batch can take has lost its worker (and maybe its message).
+    last_progress_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -11,4 +11,6 @@ PERIODIC_JOBS = (
         max(1, int(settings.CENSUS_NMS["TICK_SECONDS"])),
     ),
     PeriodicJob("nms: metrics retention", "nms.tasks_monitoring.metrics_retention", 3600),
+    # Discovery runs whose message died with the broker (a Redis that keeps nothing on disk).
+    PeriodicJob("nms: discovery safety net", "nms.tasks.resend_discovery_runs", 300),
 )

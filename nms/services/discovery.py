@@ -33,6 +33,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from nms import crypto
@@ -297,6 +298,7 @@ def _discovery_batch(
             targets_succeeded=F("targets_succeeded") + succeeded,
             targets_failed=F("targets_failed") + failed,
             devices_created=F("devices_created") + created,
+            last_progress_at=timezone.now(),
         )
     logger.info(
         "discovery run %s: batch of %d target(s): %d device(s) created, %d found again, "
@@ -416,19 +418,27 @@ def _run_fail(run: DiscoveryRun, reason: str) -> DiscoveryRun:
 
 def discovery_runs_resend(*, older_than_seconds: int = 120) -> list[int]:
     """Send again the runs whose message may have died with the broker: PENDING runs older than
-    `older_than_seconds`, and older RUNNING runs with PENDING targets nobody holds. Harmless if the
-    message was not lost: a second delivery only takes the targets nobody holds."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    `older_than_seconds`, and RUNNING runs with PENDING targets nobody holds that have not
+    committed a batch for longer than a batch can take (plus `older_than_seconds`). A run that
+    is moving is left alone: a second delivery would work alongside it, taking the targets
+    nobody holds, and fill the poll queue's slots with copies of one run."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
     pending = DiscoveryRun.objects.filter(status=RunStatus.PENDING, created_at__lt=cutoff)
-    ids = [*pending.values_list("pk", flat=True), *_running_with_unheld_targets(cutoff)]
+    quiet_since = cutoff - timedelta(seconds=discovery_settings().batch_timeout)
+    ids = [*pending.values_list("pk", flat=True), *_running_with_unheld_targets(quiet_since)]
     for run_id in ids:
         _send(run_id)
     return ids
 
 
-def _running_with_unheld_targets(cutoff: datetime) -> list[int]:
+def _running_with_unheld_targets(quiet_since: datetime) -> list[int]:
+    """RUNNING runs with no batch committed since ``quiet_since`` and a PENDING target no live
+    worker holds."""
     found: list[int] = []
-    running = DiscoveryRun.objects.filter(status=RunStatus.RUNNING, started_at__lt=cutoff)
+    running = DiscoveryRun.objects.annotate(
+        moved_at=Coalesce("last_progress_at", "started_at")
+    ).filter(status=RunStatus.RUNNING, moved_at__lt=quiet_since)
     for run_id in running.values_list("pk", flat=True):
         with transaction.atomic():
             unheld = (

@@ -404,6 +404,35 @@ def test_a_run_whose_message_was_lost_is_sent_again(broker_url: str, make_profil
 
 
 @pytest.mark.django_db
+def test_a_running_run_is_sent_again_only_once_it_has_stopped_moving(
+    broker_url: str, make_profile, settings
+) -> None:
+    from django.utils import timezone
+
+    settings.CENSUS_NMS = {**settings.CENSUS_NMS, "DISCOVERY_BATCH_TIMEOUT": 60.0}
+    # Given two RUNNING runs started an hour ago with PENDING targets nobody holds: one whose
+    # last batch committed a moment ago (its worker is at work on the next), and one whose last
+    # batch committed half an hour ago (its worker died, and its message with the broker)
+    profile = make_profile(port=5985, targets="127.0.0.1-127.0.0.4")
+    moving, quiet = (discovery_run_start(profile_id=profile.pk) for _ in range(2))
+    now = timezone.now()
+    for run, progress in (
+        (moving, now - timedelta(seconds=5)),
+        (quiet, now - timedelta(minutes=30)),
+    ):
+        DiscoveryRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.RUNNING,
+            started_at=now - timedelta(hours=1),
+            last_progress_at=progress,
+        )
+    redis.Redis.from_url(broker_url).delete("poll")
+    # When the safety net runs
+    resent = discovery_runs_resend(older_than_seconds=120)
+    # Then only the quiet one is sent again: a copy of the moving one would only crowd it
+    assert resent == [quiet.pk]
+
+
+@pytest.mark.django_db
 def test_a_message_for_a_deleted_run_is_dropped_quietly() -> None:
     assert run_discovery(987654) == "GONE"
 
