@@ -25,3 +25,24 @@ def test_workers_skip_system_checks_unless_told_otherwise(preset, expected):
         check=True,
     ).stdout.strip()
     assert shown == expected
+
+
+def test_compose_runs_the_procfiles_processes_with_the_same_commands():
+    # Docker cannot run here: the compose file is kept right by reading it against the Procfile
+    import re
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    procfile = {}
+    for line in (repo / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        # ${VAR:-default} as the compose file spells it out: the default
+        procfile[name.strip()] = shlex.split(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", command))
+    services = yaml.safe_load((repo / "docker" / "compose.yml").read_text())["services"]
+    # Census's own services (built from this repository), not postgres or redis
+    compose = {name: service["command"] for name, service in services.items() if "build" in service}
+    compose["release"] = compose.pop("migrate")
+    assert procfile == compose
