@@ -154,14 +154,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redelivery of an unacknowledged message is a safety net only: the Reaper's database lease is
 # what brings back the work of a lost worker, long before this. It must outlast the longest task
 # (the hard time limit), or Redis hands a message still being worked on to a second worker.
-CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * CELERY_TASK_TIME_LIMIT)
-if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+_visibility_timeout = env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * CELERY_TASK_TIME_LIMIT)
+if _visibility_timeout <= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
-        f"CELERY_VISIBILITY_TIMEOUT ({CELERY_VISIBILITY_TIMEOUT} s) must be longer than "
+        f"CELERY_VISIBILITY_TIMEOUT ({_visibility_timeout} s) must be longer than "
         f"CELERY_TASK_TIME_LIMIT ({CELERY_TASK_TIME_LIMIT} s): Redis would redeliver a message "
         "still being worked on"
     )
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _visibility_timeout}
 # Celery's Django fix-up closes every database connection before and after each task, whatever
 # CONN_MAX_AGE says (celery#9824 reverted its support), so each task paid a new PostgreSQL
 # backend and its cold caches. A reuse count no worker reaches turns that off; config/celery.py
