@@ -456,11 +456,12 @@ def test_a_directory_removed_after_its_parent_was_listed_is_committed_empty_not_
     assert names == {"gone", "kept", "g"}
 
 
-def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
-    tmp_path, settings, monkeypatch
-):
-    # Given a task of six directories, each committed on its own, whose every run is cut short
-    # by its time limit once it has committed one of them (more runs than the attempt limit)
+def _six_units_each_run_ended_after_one(
+    tmp_path, settings, monkeypatch, ending: type[BaseException]
+) -> tuple[SessionState, Task, list[int]]:
+    """A pending task of six directories, each committed on its own (more than the attempt
+    limit), every run of which ``ending`` stops once it has committed one of them. Clear the
+    returned list before each run."""
     settings.CENSUS = {**settings.CENSUS, "GROUP_COMMIT_ENTRIES": 1}
     for i in range(6):
         (tmp_path / f"d{i}").mkdir()
@@ -471,13 +472,28 @@ def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
     assert len(task.paths_to_scan) == 6 > task.max_attempts
     real_list_unit, listed = engine._list_unit, []
 
-    def cut_short(*args, **kwargs):
+    def ended_after_one(*args, **kwargs):
         listed.append(1)
         if len(listed) > 1:
-            raise SoftTimeLimitExceeded()
+            raise ending()
         return real_list_unit(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_list_unit", cut_short)
+    monkeypatch.setattr(engine, "_list_unit", ended_after_one)
+    return session, task, listed
+
+
+class _WorkerKilled(BaseException):
+    """Ends a run the way SIGKILL does for the engine: nothing catches it, the lease stays."""
+
+
+def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
+    tmp_path, settings, monkeypatch
+):
+    # Given a task of six directories, each committed on its own, whose every run is cut short
+    # by its time limit once it has committed one of them (more runs than the attempt limit)
+    session, task, listed = _six_units_each_run_ended_after_one(
+        tmp_path, settings, monkeypatch, SoftTimeLimitExceeded
+    )
     # When it is run again each time it is cut short
     outcomes = []
     for _ in range(10):
@@ -493,32 +509,14 @@ def test_runs_cut_short_after_committing_a_unit_do_not_use_up_the_attempts(
     assert drain(session).status == SessionStatus.COMPLETED
 
 
-class _WorkerKilled(BaseException):
-    """Ends a run the way SIGKILL does for the engine: nothing catches it, the lease stays."""
-
-
 def test_workers_that_die_after_committing_a_unit_do_not_use_up_the_attempts(
     tmp_path, settings, monkeypatch
 ):
     # Given a task of six directories, each committed on its own, whose worker dies in every
     # run once it has committed one of them (more deaths than the attempt limit)
-    settings.CENSUS = {**settings.CENSUS, "GROUP_COMMIT_ENTRIES": 1}
-    for i in range(6):
-        (tmp_path / f"d{i}").mkdir()
-        (tmp_path / f"d{i}" / "f").touch()
-    session = enumerate_target(path=tmp_path)
-    assert task_run(task_id=Task.objects.get(session=session).pk).status == "completed"
-    task = Task.objects.get(session=session, kind=TaskKind.DISCOVERY_ENUMERATE, status="PENDING")
-    assert len(task.paths_to_scan) == 6 > task.max_attempts
-    real_list_unit, listed = engine._list_unit, []
-
-    def dies_after_one(*args, **kwargs):
-        listed.append(1)
-        if len(listed) > 1:
-            raise _WorkerKilled()
-        return real_list_unit(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "_list_unit", dies_after_one)
+    session, task, listed = _six_units_each_run_ended_after_one(
+        tmp_path, settings, monkeypatch, _WorkerKilled
+    )
     # When the Reaper takes it back after each death, and it runs again
     reasons = []
     for _ in range(10):
