@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 import time
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -361,9 +362,7 @@ def _interrupted_after_staging(
     claimed = task_claim(task_id=task.pk, worker_id="first")
     cfg = engine.engine_settings()
     unit = os.fsencode(str(directory))
-    listing = engine.connector_for("directory").list_unit(
-        unit, exclude=set(), batch_size=batch_size
-    )
+    listing = engine.connector_for("directory").list_unit(unit, batch_size=batch_size)
     for _ in range(batches):
         engine._stage(claimed, "first", cfg, encode_key(unit), key_hash(unit), next(listing))
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
@@ -414,6 +413,31 @@ def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_go
     assert TaskOutputRecord.objects.filter(session=session).count() == 3000
     assert len(taken_back) >= 25 and not any(taken_back)
     assert Task.objects.get(pk=task.pk).attempts == 2
+
+
+def test_a_resumed_listing_does_not_hold_what_was_staged_in_memory(tmp_path, settings):
+    # Given a directory of 20,100 files, 20,000 of them staged by an attempt that died
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 100}
+    session, task = _interrupted_after_staging(tmp_path, files=20100, batches=200, batch_size=100)
+    claimed = task_claim(task_id=task.pk, worker_id="second")
+    cfg, unit = engine.engine_settings(), os.fsencode(str(tmp_path))
+    # When another worker lists the directory again, its allocations traced
+    tracemalloc.start()
+    try:
+        listed = engine._list_unit(claimed, "second", cfg, unit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Then at its peak it held far less than the 20,000 staged digests (as a set, about 3 MB):
+    # what a listing holds is bounded by its batch, not by what was staged (invariant 6)
+    assert peak < 500_000, f"peak {peak:,} B"
+    # And it excluded exactly what was staged: its commit gives the 20,100 files
+    assert listed.batch.items_resumed == 20000 and len(listed.tail) == 100
+    engine._commit_units(claimed, "second", cfg, [listed])
+    assert TaskOutputRecord.objects.filter(session=session).count() == 20100
+    assert sorted(
+        decode_key(k) for k in TaskOutputRecord.objects.values_list("object_key", flat=True)
+    ) == sorted(os.path.join(unit, os.fsencode(n)) for n in os.listdir(tmp_path))
 
 
 def test_a_long_commit_renews_the_lease_from_its_end(tmp_path, settings, monkeypatch):

@@ -4,7 +4,13 @@ Adding a source means adding a connector and registering it in ``connector_for``
 """
 
 from enumeration.choices import TargetType
-from enumeration.connectors.base import Connector, Entry, UnitUnreadable, UnitVanished
+from enumeration.connectors.base import (
+    Connector,
+    Entry,
+    Exclusion,
+    UnitUnreadable,
+    UnitVanished,
+)
 from enumeration.connectors.filesystem import FilesystemConnector
 
 
@@ -17,6 +23,7 @@ def connector_for(target_type: str) -> Connector:
 __all__ = [
     "Connector",
     "Entry",
+    "Exclusion",
     "FilesystemConnector",
     "UnitUnreadable",
     "UnitVanished",

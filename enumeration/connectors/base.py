@@ -1,4 +1,4 @@
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -62,15 +62,25 @@ class Entry:
         return _UNIX_EPOCH + timedelta(microseconds=self.mtime_ns // 1000)
 
 
+class Exclusion(Protocol):
+    """The entries of a unit an interrupted attempt already staged: a resumed unstructured
+    listing skips them. Asked a batch at a time, so that it need not hold them all (a resumed
+    directory of ten million entries would otherwise hold ten million digests)."""
+
+    def among(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Which of ``digests`` (``Entry.digest``) to skip."""
+        ...
+
+
 class Connector(Protocol):
     def list_unit(
-        self, unit: bytes, *, exclude: Collection[str], batch_size: int
+        self, unit: bytes, *, exclude: Exclusion | None = None, batch_size: int
     ) -> Iterator[list[Entry]]:
         """Stream one level of ``unit`` in batches of at most ``batch_size`` entries.
 
-        Entries whose key hash is in ``exclude`` (already staged by an interrupted attempt) are
-        skipped; every ``batch_size`` of them, the batch so far is yielded, even empty, so that
-        the caller can renew its lease during a long run of them. Raises ``UnitVanished`` when
-        the unit is gone, ``UnitUnreadable`` when it cannot be opened otherwise.
+        Entries that ``exclude`` names are skipped. A resumed listing yields a batch for every
+        ``batch_size`` entries listed, even an empty one, so that the caller can renew its lease
+        while a long run of excluded entries goes by. Raises ``UnitVanished`` when the unit is
+        gone, ``UnitUnreadable`` when it cannot be opened otherwise.
         """
         ...

@@ -4,7 +4,8 @@
 2. Skip every unit that already has a completion marker (a Batch) in this session.
 3. List the next unit in sorted order; stage each streamed batch (lease checked in the same
    transaction, so a worker that lost its lease stops writing). A unit interrupted mid-listing
-   keeps what it staged and passes those key hashes to the connector as an exclusion set.
+   keeps what it staged and passes those key hashes to the connector as an exclusion set
+   (``StagedExclusion``: asked a listed batch at a time, so that it is never held in memory).
 4. Commit the unit: staged rows move to ``task_output_records``, its Batch is written, the
    session's counters move, staging for the unit is emptied: one transaction. Small units
    share that transaction with the next few (a group commit); each is still all or nothing.
@@ -25,7 +26,7 @@ import struct
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -633,6 +634,21 @@ def _pause_for_tests(cfg: EngineSettings, unit: bytes, batches_staged: int) -> N
     time.sleep(float(seconds))
 
 
+class StagedExclusion:
+    """What earlier attempts of a task staged, looked up a listed batch at a time: one query per
+    batch on the staging table's unique (task, digest) instead of every staged digest of the
+    unit held in memory for the whole listing (invariant 6). An entry's digest is of its whole
+    key, so the task's other units cannot match, and rows this attempt stages as it goes are
+    found too, which is harmless: a listing names an entry once."""
+
+    def __init__(self, task: Task) -> None:
+        self._staged = StagedOutputRecord.objects.filter(task=task)
+
+    def among(self, digests: Sequence[bytes]) -> set[bytes]:
+        found = self._staged.filter(object_key_hash__in=[d.hex() for d in digests])
+        return {bytes.fromhex(h) for h in found.values_list("object_key_hash", flat=True)}
+
+
 def _list_unit(
     task: Task, worker_id: str, cfg: EngineSettings, unit: bytes, *, maybe_staged: bool = True
 ) -> ListedUnit:
@@ -644,35 +660,31 @@ def _list_unit(
     unit_key = encode_key(unit)
     unit_hash = key_hash(unit)
     already_staged = (
-        set(
-            StagedOutputRecord.objects.filter(task=task, unit_hash=unit_hash).values_list(
-                "object_key_hash", flat=True
-            )
-        )
+        StagedOutputRecord.objects.filter(task=task, unit_hash=unit_hash).count()
         if maybe_staged
-        else set()
+        else 0
     )
     batch = Batch(
         session_id=task.session_id,
         task=task,
         unit=unit_key,
         unit_hash=unit_hash,
-        items_resumed=len(already_staged),
-        expected_items=len(already_staged),
+        items_resumed=already_staged,
+        expected_items=already_staged,
         checkpoint={"unit": unit_key},
     )
     batch.mark_timeline_started()
     if already_staged:
-        logger.info(
-            "resuming %s: %d entries already staged are excluded", unit_key, len(already_staged)
-        )
+        logger.info("resuming %s: %d entries already staged are excluded", unit_key, already_staged)
     connector = connector_for(task.session.source_type)
     staged_batches = 0
     held: list[Entry] = []
     renewed = time.monotonic()
     try:
         for entries in connector.list_unit(
-            unit, exclude=already_staged, batch_size=cfg.listing_batch_size
+            unit,
+            exclude=StagedExclusion(task) if already_staged else None,
+            batch_size=cfg.listing_batch_size,
         ):
             if not entries:
                 # Excluded entries going by, nothing to stage: renew the lease when it is due.
