@@ -1,7 +1,9 @@
 """Prometheus exposition at /metrics.
 
 The figures come from the database, not from process memory: counters kept inside one worker
-process would be lost with it and would not add up across many workers.
+process would be lost with it and would not add up across many workers. A scrape reads the
+sessions' own counters (one row per session, moved by each commit) and the tasks grouped by
+status, never the batches or records, whose tables grow with every directory ever listed.
 """
 
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from prometheus_client.registry import Collector
 
 class EnumerationCollector(Collector):
     def collect(self) -> Iterator:
-        from enumeration.models import Batch, SessionState, Task
+        from enumeration.models import SessionState, Task
 
         sessions = GaugeMetricFamily(
             "census_enumeration_sessions", "Enumeration sessions by status", labels=["status"]
@@ -29,6 +31,7 @@ class EnumerationCollector(Collector):
             processed=Sum("items_processed"),
             batches=Sum("total_batches"),
             failed=Sum("failed_batches"),
+            seconds=Sum("processing_seconds"),
         )
         for name, key, doc in (
             ("census_enumeration_items_found", "found", "Objects committed to output records"),
@@ -47,26 +50,17 @@ class EnumerationCollector(Collector):
             tasks.add_metric([row["kind"], row["status"]], row["n"])
         yield tasks
 
-        seconds = 0.0
-        count = 0
-        for started, completed in (
-            Batch.objects.filter(started_at__isnull=False, completed_at__isnull=False)
-            .values_list("started_at", "completed_at")
-            .iterator(chunk_size=5000)
-        ):
-            seconds += (completed - started).total_seconds()
-            count += 1
         timing = CounterMetricFamily(
             "census_enumeration_unit_processing_seconds",
             "Time spent listing and committing units",
             labels=[],
         )
-        timing.add_metric([], seconds)
+        timing.add_metric([], totals["seconds"] or 0.0)
         yield timing
         units = CounterMetricFamily(
             "census_enumeration_units_timed", "Units counted in the processing time", labels=[]
         )
-        units.add_metric([], count)
+        units.add_metric([], totals["batches"] or 0)
         yield units
 
 

@@ -112,6 +112,7 @@ class SessionCountersSerializer(serializers.ModelSerializer):
             "items_processed",
             "files_found",
             "directories_found",
+            "processing_seconds",
         )
         read_only_fields = fields
 

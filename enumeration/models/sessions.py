@@ -115,6 +115,9 @@ class SessionState(Timeline):
     items_processed = models.PositiveBigIntegerField(default=0)
     files_found = models.PositiveBigIntegerField(default=0)
     directories_found = models.PositiveBigIntegerField(default=0)
+    # Seed 001's processing time: the listing and commit of every unit, summed. Kept here, in
+    # the commit's own UPDATE, so that /metrics sums one row per session instead of every batch.
+    processing_seconds = models.FloatField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -190,9 +193,11 @@ class SessionState(Timeline):
         directories: int,
         items: int,
         processed: int = 0,
+        seconds: float = 0.0,
     ) -> None:
         """Add committed units to the counters, atomically in the database; ``processed`` is
-        what their commit already handed on to the next stage.
+        what their commit already handed on to the next stage, ``seconds`` their processing
+        time.
 
         Several workers commit units of one session at once, so the counters are moved with
         ``F()`` expressions rather than read-modify-write. Call inside the units' transaction.
@@ -214,5 +219,6 @@ class SessionState(Timeline):
             items_processed=F("items_processed") + processed,
             files_found=F("files_found") + files,
             directories_found=F("directories_found") + directories,
+            processing_seconds=F("processing_seconds") + seconds,
             last_update=timezone.now(),
         )

@@ -26,5 +26,12 @@ class Timeline(models.Model):
         self.last_update = now
 
     @property
+    def elapsed_seconds(self) -> float:
+        """From start to completion; 0 until both are known."""
+        if self.started_at is None or self.completed_at is None:
+            return 0.0
+        return (self.completed_at - self.started_at).total_seconds()
+
+    @property
     def is_completed(self) -> bool:
         return self.completed_at is not None

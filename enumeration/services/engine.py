@@ -606,6 +606,7 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
             directories=totals[RecordType.DIRECTORY],
             items=totals.total(),
             processed=handed_on(next_stage.tasks),
+            seconds=sum(u.batch.elapsed_seconds for u in units),
         )
         if time.monotonic() - started >= _renewal_interval(cfg):
             # A long commit (a big staged unit's move) renews the lease from its end: the lease
