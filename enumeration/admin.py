@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
@@ -53,6 +54,11 @@ def filterset_list_filter(filterset_class: type[FilterSet], name: str) -> type[a
 
         def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
             field = filterset_class().form.fields[name]
+            if isinstance(field, forms.UUIDField):
+                # An id (a link from another page): offered is the one given, so that the
+                # sidebar shows it and "All" clears it. Without one, the filter is not shown.
+                value = self.value()
+                return [] if value is None else [(value, value)]
             choices = getattr(field, "choices", None)
             if choices is None:
                 return [("true", "Yes"), ("false", "No")]
@@ -234,6 +240,7 @@ class SessionStateAdmin(IdSearchAdmin, ReadOnlyAdmin):
                     "items_processed",
                     "files_found",
                     "directories_found",
+                    "processing_seconds",
                 )
             },
         ),
@@ -375,7 +382,13 @@ class TaskAdmin(IdSearchAdmin, ReadOnlyAdmin):
 @admin.register(TaskOutputRecord)
 class TaskOutputRecordAdmin(ReadOnlyAdmin):
     list_display = ("shown_key", "record_type", "size", "modified_at", "session", "task")
-    list_filter = (filterset_list_filter(TaskOutputRecordFilterSet, "record_type"),)
+    # By session and task through the batches, as the API filters: the output table has no index
+    # on its own session_id and task_id (the links from a session's page use these).
+    list_filter = (
+        filterset_list_filter(TaskOutputRecordFilterSet, "record_type"),
+        filterset_list_filter(TaskOutputRecordFilterSet, "session"),
+        filterset_list_filter(TaskOutputRecordFilterSet, "task"),
+    )
     list_select_related = ("session", "task")
     search_fields = ("object_key",)
     search_help_text = "Part of the stored key (non-UTF-8 paths are stored as base64:...)."

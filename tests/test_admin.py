@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.db.models import Model
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from enumeration.admin import LargeTablePaginator
@@ -240,6 +242,35 @@ def test_batches_are_filtered_by_status_and_pipelined_and_found_by_unit(
     assert succeeded.result_count == 2
     assert not_pipelined.result_count == 0
     assert [b.unit for b in docs.result_list] == [str(tree / "docs")]
+
+
+def test_a_sessions_output_records_link_filters_through_its_batches(
+    admin_client: Client, finished_session: SessionState, tmp_path: Path
+) -> None:
+    # Given a second finished session, of another tree
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").touch()
+    other = enumerate_target(path=str(tmp_path / "other"))
+    session_drain(session_id=other.pk, idle_sleep=0)
+    change = admin_client.get(_url(SessionState, "change", finished_session.pk)).content.decode()
+    link = f"{_url(TaskOutputRecord, 'changelist')}?session={finished_session.pk}"
+    assert link in change
+
+    # When the operator follows the session page's "output records" link
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(link)
+
+    # Then they see that session's records only, the filter shown in the sidebar
+    cl = response.context["cl"]
+    assert {r.session_id for r in cl.result_list} == {finished_session.pk}
+    assert cl.result_count == TaskOutputRecord.objects.filter(session=finished_session).count()
+    assert str(finished_session.pk) in response.content.decode().split('id="changelist-filter"')[1]
+    # And the records were found through their batches: the output table has no index on its
+    # own session_id, so a filter on it would read the whole table
+    listing = [q["sql"] for q in queries if 'FROM "task_output_records"' in q["sql"]]
+    assert listing and all('"enumeration_batch"' in sql for sql in listing)
+    wheres = [sql.split(" WHERE ", 1)[1] for sql in listing]
+    assert not any('"task_output_records"."session_id"' in where for where in wheres)
 
 
 def test_output_records_are_filtered_by_type_and_found_by_key(
