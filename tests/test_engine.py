@@ -28,7 +28,7 @@ from enumeration.models import (
     TaskOutputRecord,
 )
 from enumeration.services import engine
-from enumeration.services.dispatch import waiting_messages
+from enumeration.services.dispatch import RUNNABLE_KINDS, waiting_messages
 from enumeration.services.engine import LeaseLost, task_claim, task_run
 from enumeration.services.inprocess import session_drain
 from enumeration.services.pipeliner import pipeline_advance
@@ -668,6 +668,18 @@ def test_reaper_fails_a_task_past_its_attempt_limit(tmp_path):
     session = drain(session)
     assert session.status == SessionStatus.COMPLETED
     assert TaskOutputRecord.objects.filter(session=session).count() == 1
+
+
+def test_the_reapers_index_holds_the_pending_tasks_of_the_runnable_kinds_only(tmp_path):
+    # Given a pending task of every kind
+    session = enumerate_target(path=tmp_path)
+    for kind in TaskKind.values:
+        Task.objects.create(session=session, kind=kind)
+    index = next(i for i in Task._meta.indexes if i.name == "task_runnable_pending")
+    # Then the Reaper's partial index (the pending tasks it may re-send) holds exactly the kinds
+    # a worker runs: a kind made runnable without it would be read from the table at every pass
+    held = set(Task.objects.filter(index.condition).values_list("kind", flat=True))
+    assert held == set(RUNNABLE_KINDS)
 
 
 def test_reaper_resends_tasks_left_unclaimed_in_a_session_that_is_not_moving(tmp_path):

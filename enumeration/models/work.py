@@ -55,8 +55,18 @@ class Task(models.Model):
         ordering = ["created_at"]
         indexes = [
             models.Index(fields=["status", "lease_expires_at"]),
-            models.Index(fields=["status", "enqueued_at"]),
+            # The Reaper's look for pending tasks whose message may be lost: the runnable kinds
+            # only (``dispatch.RUNNABLE_KINDS``; a test keeps the two the same). CLASSIFICATION
+            # tasks wait, pending, for a classifier: one per thousand files found, for good,
+            # which the Reaper would otherwise read and drop at every pass.
+            models.Index(
+                fields=["enqueued_at"],
+                condition=models.Q(status=TaskStatus.PENDING, kind=TaskKind.DISCOVERY_ENUMERATE),
+                name="task_runnable_pending",
+            ),
             models.Index(fields=["session", "kind", "status"]),
+            # The API's and the admin's order.
+            models.Index(fields=["created_at", "id"], name="task_created"),
         ]
 
     def __str__(self) -> str:
@@ -139,6 +149,8 @@ class Batch(Timeline):
                 fields=["session"], condition=models.Q(pipelined=False), name="batch_unpipelined"
             ),
             # (``task`` has the ForeignKey's own index: a second one only cost every insert.)
+            # The API's order; one row per directory listed, so a sort would grow with history.
+            models.Index(fields=["completed_at", "id"], name="batch_completed"),
         ]
         verbose_name_plural = "batches"
 
