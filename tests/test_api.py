@@ -250,6 +250,9 @@ def test_session_detail_shows_counters_timeline_and_tasks_by_status(
         "items_processed": finished_session.items_processed,
         "files_found": 4,
         "directories_found": 2,
+        "processing_seconds": pytest.approx(
+            sum(b.elapsed_seconds for b in Batch.objects.filter(session=finished_session))
+        ),
     }
     assert body["timeline"]["started_at"] is not None
     assert body["timeline"]["completed_at"] is not None
