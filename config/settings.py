@@ -172,9 +172,16 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Census enumeration engine ----------------------------------------------------------------
+_listing_batch_size = env.int("CENSUS_LISTING_BATCH_SIZE", default=500)
+if not 1 <= _listing_batch_size <= 10_000:
+    # Below 1 a listing would end at once (every directory committed empty); above, a resumed
+    # listing's exclusion query would pass SQLite's limit of bound parameters.
+    raise ImproperlyConfigured(
+        f"CENSUS_LISTING_BATCH_SIZE ({_listing_batch_size}) must be between 1 and 10000"
+    )
 CENSUS = {
     # Entries a connector streams per batch (one staging insert each).
-    "LISTING_BATCH_SIZE": env.int("CENSUS_LISTING_BATCH_SIZE", default=500),
+    "LISTING_BATCH_SIZE": _listing_batch_size,
     # Small directories share a commit until it holds this many entries (each stays atomic).
     "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=2000),
     # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner. A task costs a few

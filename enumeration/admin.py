@@ -42,7 +42,8 @@ from enumeration.services.sessions import SessionConflict, resume_target, task_r
 def filterset_list_filter(filterset_class: type[FilterSet], name: str) -> type[admin.ListFilter]:
     """An admin list filter for one filter of a FilterSet: same parameter, same meaning.
 
-    Offered values are the filter's choices (a ChoiceFilter) or yes/no (a BooleanFilter).
+    Offered values are the filter's choices (a ChoiceFilter), the id given (a UUIDFilter: shown
+    only when a link or the URL filters by one) or yes/no (a BooleanFilter).
     """
 
     class FilterSetListFilter(admin.SimpleListFilter):

@@ -304,6 +304,23 @@ def test_a_worker_or_beat_without_a_broker_refuses_to_start_saying_why(tmp_path,
     assert "CELERY_BROKER_URL is not set" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("size", ["0", "-5", "10001"])
+def test_a_listing_batch_size_out_of_range_is_refused(tmp_path, size):
+    # Given a batch size with which a listing would end at once (or break SQLite's exclusion)
+    env = _embedded_env(tmp_path) | {"CENSUS_LISTING_BATCH_SIZE": size}
+    # When Census starts, it refuses, saying what is allowed
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"CENSUS_LISTING_BATCH_SIZE ({size}) must be between 1 and 10000" in result.stderr
+
+
 def test_a_visibility_timeout_no_longer_than_the_task_time_limit_is_refused(tmp_path):
     # Given a broker's visibility timeout that a task at its time limit outlasts
     env = _embedded_env(tmp_path) | {

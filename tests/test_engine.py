@@ -13,6 +13,7 @@ import pytest
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
@@ -675,11 +676,14 @@ def test_the_reapers_index_holds_the_pending_tasks_of_the_runnable_kinds_only(tm
     session = enumerate_target(path=tmp_path)
     for kind in TaskKind.values:
         Task.objects.create(session=session, kind=kind)
+    # And tasks of the runnable kinds that are not pending
+    for status in (TaskStatus.RUNNING, TaskStatus.COMPLETED):
+        Task.objects.create(session=session, kind=RUNNABLE_KINDS[0], status=status)
     index = next(i for i in Task._meta.indexes if i.name == "task_runnable_pending")
     # Then the Reaper's partial index (the pending tasks it may re-send) holds exactly the kinds
     # a worker runs: a kind made runnable without it would be read from the table at every pass
-    held = set(Task.objects.filter(index.condition).values_list("kind", flat=True))
-    assert held == set(RUNNABLE_KINDS)
+    held = set(Task.objects.filter(index.condition).values_list("kind", "status"))
+    assert held == {(kind, TaskStatus.PENDING) for kind in RUNNABLE_KINDS}
 
 
 def test_reaper_resends_tasks_left_unclaimed_in_a_session_that_is_not_moving(tmp_path):
@@ -783,6 +787,7 @@ def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_
     failed = Batch.objects.get(session=session, status=BatchStatus.FAILED)
     assert "Too many levels of symbolic links" in failed.error_details
     assert failed.unit == str(tmp_path / "bad")
+    _the_failed_unit_took_5_seconds(failed)
     # When the directory is back and the session is resumed, the failed unit is retried
     (tmp_path / "bad").unlink()
     (tmp_path / "bad").mkdir()
@@ -792,6 +797,20 @@ def test_a_failed_unit_makes_the_session_partially_completed_and_resume_retries_
     assert session.status == SessionStatus.COMPLETED
     assert session.failed_batches == 0
     assert TaskOutputRecord.objects.filter(session=session, name="y").exists()
+    # And the processing time is its batches' again: the failed attempt's time went with it
+    assert session.processing_seconds == pytest.approx(_batches_seconds(session), abs=1e-3)
+
+
+def _the_failed_unit_took_5_seconds(failed: Batch) -> None:
+    """As if listing the failed unit had taken 5 s before it failed (it fails at once here)."""
+    Batch.objects.filter(pk=failed.pk).update(started_at=failed.completed_at - timedelta(seconds=5))
+    SessionState.objects.filter(pk=failed.session_id).update(
+        processing_seconds=F("processing_seconds") + 5
+    )
+
+
+def _batches_seconds(session: SessionState) -> float:
+    return sum(b.elapsed_seconds for b in Batch.objects.filter(session=session))
 
 
 def test_requeuing_the_failed_task_of_a_finished_session_keeps_its_counters_exact(tmp_path):
@@ -805,7 +824,9 @@ def test_requeuing_the_failed_task_of_a_finished_session_keeps_its_counters_exac
     session = drain(session)
     assert session.status == SessionStatus.PARTIALLY_COMPLETED
     assert (session.total_batches, session.failed_batches) == (3, 1)
-    failed_task = Batch.objects.get(session=session, status=BatchStatus.FAILED).task
+    failed_batch = Batch.objects.get(session=session, status=BatchStatus.FAILED)
+    _the_failed_unit_took_5_seconds(failed_batch)
+    failed_task = failed_batch.task
     Task.objects.filter(pk=failed_task.pk).update(status=TaskStatus.FAILED)
     # When the directory is back and the operator requeues that task
     (tmp_path / "bad").unlink()
@@ -815,10 +836,12 @@ def test_requeuing_the_failed_task_of_a_finished_session_keeps_its_counters_exac
     session.refresh_from_db()
     assert session.status == SessionStatus.IN_PROGRESS
     assert (session.total_batches, session.failed_batches) == (2, 0)
+    assert session.processing_seconds == pytest.approx(_batches_seconds(session), abs=1e-3)
     # And once it has run again, every unit is counted once
     session = drain(session)
     assert session.status == SessionStatus.COMPLETED
     assert (session.total_batches, session.failed_batches) == (3, 0)
+    assert session.processing_seconds == pytest.approx(_batches_seconds(session), abs=1e-3)
 
 
 def test_resume_of_a_completed_session_is_refused(tmp_path):

@@ -4,8 +4,8 @@
 2. Skip every unit that already has a completion marker (a Batch) in this session.
 3. List the next unit in sorted order; stage each streamed batch (lease checked in the same
    transaction, so a worker that lost its lease stops writing). A unit interrupted mid-listing
-   keeps what it staged and passes those key hashes to the connector as an exclusion set
-   (``StagedExclusion``: asked a listed batch at a time, so that it is never held in memory).
+   keeps what it staged, and the connector skips those entries: it asks ``StagedExclusion``
+   which of each listed batch were staged, so that the staged key hashes are never all in memory.
 4. Commit the unit: staged rows move to ``task_output_records``, its Batch is written, the
    session's counters move, staging for the unit is emptied: one transaction. Small units
    share that transaction with the next few (a group commit); each is still all or nothing.

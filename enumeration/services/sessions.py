@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, SessionStatus, TargetType, TaskKind, TaskStatus
@@ -302,6 +302,25 @@ def _session_reopen(session: SessionState) -> bool:
     return True
 
 
+def _batches_forgotten(session_id: uuid.UUID, failed: QuerySet[Batch]) -> int:
+    """Delete failed batches (their units are to be listed again) and take them out of the
+    session's counters, their processing time included: the counters stay the sums of the
+    session's batches. Returns how many. Inside a transaction."""
+    elapsed = ExpressionWrapper(F("completed_at") - F("started_at"), output_field=DurationField())
+    totals = failed.filter(started_at__isnull=False, completed_at__isnull=False).aggregate(
+        seconds=Sum(elapsed)
+    )
+    count = failed.count()
+    failed.delete()
+    SessionState.objects.filter(pk=session_id).update(
+        total_batches=F("total_batches") - count,
+        failed_batches=F("failed_batches") - count,
+        processing_seconds=F("processing_seconds")
+        - (totals["seconds"].total_seconds() if totals["seconds"] else 0.0),
+    )
+    return count
+
+
 def _retry_failed_units(session: SessionState) -> int:
     """Give the failed units of a finished session another task. Inside a transaction."""
     cfg = engine_settings()
@@ -309,11 +328,7 @@ def _retry_failed_units(session: SessionState) -> int:
     units = list(failed.values_list("unit", flat=True))
     if not units:
         return 0
-    failed.delete()
-    SessionState.objects.filter(pk=session.pk).update(
-        total_batches=F("total_batches") - len(units),
-        failed_batches=F("failed_batches") - len(units),
-    )
+    _batches_forgotten(session.pk, failed)
     size = cfg.pipeline_group_size
     tasks_create(
         [
@@ -439,13 +454,7 @@ def task_requeue(*, task_id: uuid.UUID | str) -> Task:
         session = SessionState.objects.select_for_update().get(pk=task.session_id)
         # Before the counters move: the reopened session is saved whole.
         _session_reopen(session)
-        failed = Batch.objects.filter(task=task, status=BatchStatus.FAILED)
-        forgotten = failed.count()
-        failed.delete()
-        SessionState.objects.filter(pk=session.pk).update(
-            total_batches=F("total_batches") - forgotten,
-            failed_batches=F("failed_batches") - forgotten,
-        )
+        _batches_forgotten(session.pk, Batch.objects.filter(task=task, status=BatchStatus.FAILED))
         task.transition(TaskStatus.PENDING)
         task.attempts = 0
         task.enqueued_at = timezone.now()
