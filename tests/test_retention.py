@@ -127,6 +127,28 @@ def test_an_interrupted_deletion_is_finished_by_the_next_run_and_cannot_be_resum
     assert event.dispatched_at is not None
 
 
+def test_a_directory_larger_than_a_chunk_is_deleted_a_chunk_per_transaction(tmp_path):
+    # Given a marked session of one directory of 25 files: one batch of 25 records
+    root = tmp_path / "big"
+    root.mkdir()
+    for i in range(25):
+        (root / f"f{i:02d}").touch()
+    session = finished(root)
+    session_purge_start(session_id=session.pk)
+    # When it is deleted 10 records per transaction, one transaction at a time
+    steps = []
+    while True:
+        gone, deleted = session_purge(session_id=session.pk, chunk_rows=10, max_chunks=1)
+        steps.append(deleted)
+        if gone:
+            break
+    # Then the batch's records went 10 at a time, then the rest with the batch: no
+    # transaction deleted more than a chunk (a directory of millions would be one DELETE)
+    assert steps[:3] == [10, 10, 5]
+    assert max(steps) <= 10 and sum(steps) == 25
+    assert rows_of(session) == GONE
+
+
 def test_an_active_session_cannot_be_marked_for_deletion(tmp_path):
     session = enumerate_target(path=str(make_share(tmp_path, "a")))
     with pytest.raises(SessionNotFinished, match="INITIALIZED"):

@@ -18,7 +18,7 @@ from django.db.models import F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from enumeration.models import Batch, DomainEvent, SessionState, Task
+from enumeration.models import Batch, DomainEvent, SessionState, Task, TaskOutputRecord
 from enumeration.models.sessions import FINISHED_SESSION_STATUSES
 from enumeration.services.events import SESSION_DELETED, events_record
 
@@ -75,9 +75,9 @@ def session_purge_start(*, session_id: uuid.UUID | str) -> SessionState:
     return session
 
 
-def _batch_chunks(session_id: uuid.UUID, rows: int) -> list[uuid.UUID]:
+def _batch_chunks(session_id: uuid.UUID, rows: int) -> tuple[list[uuid.UUID], int]:
     """Ids of the session's next batches holding about ``rows`` records together (at least one
-    batch, however large)."""
+    batch, however large), and how many records they hold."""
     chunk: list[uuid.UUID] = []
     total = 0
     for batch_id, items in (
@@ -89,7 +89,14 @@ def _batch_chunks(session_id: uuid.UUID, rows: int) -> list[uuid.UUID]:
             break
         chunk.append(batch_id)
         total += items
-    return chunk
+    return chunk, total
+
+
+def _records_delete_some(batch_id: uuid.UUID, rows: int) -> int:
+    """Delete up to ``rows`` records of one batch, found by the batch's key; how many went."""
+    some = TaskOutputRecord.objects.filter(batch_id=batch_id).values("pk")[:rows]
+    _, deleted = TaskOutputRecord.objects.filter(pk__in=some).delete()
+    return deleted.get("enumeration.TaskOutputRecord", 0)
 
 
 def session_purge(
@@ -108,10 +115,16 @@ def session_purge(
     while True:
         if max_chunks is not None and chunks >= max_chunks:
             return False, records
-        batch_ids = _batch_chunks(session.pk, chunk_rows)
+        batch_ids, held = _batch_chunks(session.pk, chunk_rows)
         if not batch_ids:
             break
         with transaction.atomic():
+            if held > chunk_rows and (some := _records_delete_some(batch_ids[0], chunk_rows)):
+                # One batch of more than a chunk (a directory of millions of files): its records
+                # go a chunk per transaction first, not in one DELETE of them all.
+                records += some
+                chunks += 1
+                continue
             # Deleting a Batch deletes its records (on_delete=CASCADE, one DELETE by batch id,
             # on the records' (batch, key hash) key).
             _, deleted = Batch.objects.filter(pk__in=batch_ids).delete()
