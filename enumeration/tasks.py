@@ -5,6 +5,7 @@ says so (a claim, a status guard, ``SKIP LOCKED``).
 """
 
 from celery import shared_task
+from django.conf import settings
 
 from enumeration.services import engine, events, pipeliner, retention, sessions
 
@@ -40,7 +41,15 @@ def resume_active_sessions() -> int:
     return sessions.sessions_resume_active()
 
 
+def _purge_seconds() -> float:
+    """What one retention task spends deleting: half its soft time limit. The rest goes on in a
+    task of its own, so that a large backlog is never cut off by the limit in mid-chunk."""
+    return settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+
+
 @shared_task(ignore_result=True)
 def purge_sessions() -> dict:
-    result = retention.sessions_purge_expired()
+    result = retention.sessions_purge_expired(max_seconds=_purge_seconds())
+    if result.unfinished:
+        purge_sessions.apply_async()
     return {"sessions": result.sessions, "records": result.records, "unfinished": result.unfinished}

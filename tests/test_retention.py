@@ -11,6 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from config.celery import app as celery_app
+from enumeration import tasks
 from enumeration.choices import SessionStatus
 from enumeration.models import (
     Batch,
@@ -20,6 +22,7 @@ from enumeration.models import (
     Task,
     TaskOutputRecord,
 )
+from enumeration.services import retention
 from enumeration.services.inprocess import session_drain
 from enumeration.services.retention import (
     SessionNotFinished,
@@ -147,6 +150,37 @@ def test_a_directory_larger_than_a_chunk_is_deleted_a_chunk_per_transaction(tmp_
     assert steps[:3] == [10, 10, 5]
     assert max(steps) <= 10 and sum(steps) == 25
     assert rows_of(session) == GONE
+
+
+def test_the_retention_task_spends_its_budget_then_hands_the_rest_to_a_task_of_its_own(
+    tmp_path, settings, monkeypatch
+):
+    # Given three marked sessions of 5 directories each, deleted 10 records per transaction, and
+    # a retention task with no time to spend: each run gets one transaction
+    settings.CENSUS = {**settings.CENSUS, "RETENTION_CHUNK": 10}
+    doomed = [finished(make_share(tmp_path, name)) for name in ("a", "b", "c")]
+    for session in doomed:
+        session_purge_start(session_id=session.pk)
+    monkeypatch.setattr(tasks, "_purge_seconds", lambda: 0)
+    runs = []
+    real = retention.sessions_purge_expired
+
+    def counted(**kwargs):
+        runs.append(real(**kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(retention, "sessions_purge_expired", counted)
+    # When the retention task runs, its re-sends run in process (eager, as a worker would take
+    # them one after another)
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    tasks.purge_sessions.delay()
+    # Then every run stopped after its first transaction and handed the rest on, until all three
+    # sessions were gone
+    assert all(rows_of(session) == GONE for session in doomed)
+    assert len(runs) > 3
+    assert all(run.records <= 10 for run in runs)
+    assert [run.unfinished for run in runs][-1] == 0
+    assert all(run.unfinished for run in runs[:-1])
 
 
 def test_an_active_session_cannot_be_marked_for_deletion(tmp_path):

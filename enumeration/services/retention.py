@@ -8,6 +8,7 @@ be resumed or mistaken for a whole one.
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -100,11 +101,16 @@ def _records_delete_some(batch_id: uuid.UUID, rows: int) -> int:
 
 
 def session_purge(
-    *, session_id: uuid.UUID | str, chunk_rows: int, max_chunks: int | None = None
+    *,
+    session_id: uuid.UUID | str,
+    chunk_rows: int,
+    max_chunks: int | None = None,
+    deadline: float | None = None,
 ) -> tuple[bool, int]:
     """Delete a marked session, ``chunk_rows`` output records per transaction. Returns (whether
-    it is gone, records deleted). Stops after ``max_chunks`` transactions when given; calling it
-    again goes on where it stopped."""
+    it is gone, records deleted). Stops after ``max_chunks`` transactions, or after the first
+    transaction that ends past ``deadline`` (``time.monotonic()``), when given; calling it again
+    goes on where it stopped."""
     session = SessionState.objects.filter(pk=session_id).first()
     if session is None:
         return True, 0  # deleted meanwhile by another run
@@ -114,6 +120,8 @@ def session_purge(
     chunks = 0
     while True:
         if max_chunks is not None and chunks >= max_chunks:
+            return False, records
+        if chunks and deadline is not None and time.monotonic() >= deadline:
             return False, records
         batch_ids, held = _batch_chunks(session.pk, chunk_rows)
         if not batch_ids:
@@ -162,18 +170,26 @@ def session_purge(
 
 
 def sessions_purge_marked(
-    *, chunk_rows: int | None = None, max_chunks: int | None = None
+    *,
+    chunk_rows: int | None = None,
+    max_chunks: int | None = None,
+    max_seconds: float | None = None,
 ) -> PurgeResult:
     """Delete every session marked for deletion, oldest mark first; ``max_chunks`` bounds the
-    transactions spent on each (the rest is the next run's)."""
+    transactions spent on each, ``max_seconds`` the time spent in all (at least one transaction
+    is always spent: each run gets somewhere). The rest is the next run's."""
     chunk_rows = chunk_rows or settings.CENSUS["RETENTION_CHUNK"]
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     result = PurgeResult()
     marked = SessionState.objects.filter(purge_started_at__isnull=False).order_by(
         "purge_started_at"
     )
     for session_id in marked.values_list("pk", flat=True):
+        if result.records and deadline is not None and time.monotonic() >= deadline:
+            result.unfinished += 1  # not started: out of time
+            continue
         gone, records = session_purge(
-            session_id=session_id, chunk_rows=chunk_rows, max_chunks=max_chunks
+            session_id=session_id, chunk_rows=chunk_rows, max_chunks=max_chunks, deadline=deadline
         )
         result.records += records
         if gone:
@@ -190,7 +206,9 @@ def sessions_purge_marked(
     return result
 
 
-def sessions_purge_expired(*, max_chunks: int | None = None) -> PurgeResult:
+def sessions_purge_expired(
+    *, max_chunks: int | None = None, max_seconds: float | None = None
+) -> PurgeResult:
     """The retention job: mark the sessions past CENSUS_SESSION_RETENTION_DAYS (none when it is
     0), then delete every marked session, including deletions an earlier run left half done."""
     cfg = settings.CENSUS
@@ -201,7 +219,7 @@ def sessions_purge_expired(*, max_chunks: int | None = None) -> PurgeResult:
         )
         for session_id in expired.values_list("pk", flat=True):
             _mark_if_still_expired(session_id, expired)
-    return sessions_purge_marked(max_chunks=max_chunks)
+    return sessions_purge_marked(max_chunks=max_chunks, max_seconds=max_seconds)
 
 
 def _mark_if_still_expired(session_id: uuid.UUID, expired: QuerySet[SessionState]) -> bool:
