@@ -30,6 +30,18 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _manage(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    """``manage.py COMMAND`` in a process of its own with ``env``, its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.slow
 def test_make_demo_runs_on_the_embedded_default(tmp_path):
     # Given an environment with no database and no broker configured
@@ -81,14 +93,7 @@ def test_make_demo_runs_on_the_embedded_default(tmp_path):
 
 def test_the_monitor_commands_say_in_one_line_that_they_need_postgresql(tmp_path):
     for command in (["nms_tick"], ["nms_poll", "1"]):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=REPO,
-            env=_embedded_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = _manage(_embedded_env(tmp_path), *command)
         assert result.returncode == 1, result.stderr
         assert "needs PostgreSQL" in result.stderr
         assert "Traceback" not in result.stderr
@@ -309,14 +314,7 @@ def test_a_listing_batch_size_out_of_range_is_refused(tmp_path, size):
     # Given a batch size with which a listing would end at once (or break SQLite's exclusion)
     env = _embedded_env(tmp_path) | {"CENSUS_LISTING_BATCH_SIZE": size}
     # When Census starts, it refuses, saying what is allowed
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _manage(env, "check")
     assert result.returncode != 0
     assert f"CENSUS_LISTING_BATCH_SIZE ({size}) must be between 1 and 10000" in result.stderr
 
@@ -328,13 +326,6 @@ def test_a_visibility_timeout_no_longer_than_the_task_time_limit_is_refused(tmp_
         "CELERY_VISIBILITY_TIMEOUT": "3600",
     }
     # When Census starts, it refuses, naming both
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _manage(env, "check")
     assert result.returncode != 0
     assert "CELERY_VISIBILITY_TIMEOUT (3600 s) must be longer than" in result.stderr

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterRef, Q, QuerySet, Sum
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, SessionStatus, TargetType, TaskKind, TaskStatus
@@ -306,11 +316,10 @@ def _batches_forgotten(session_id: uuid.UUID, failed: QuerySet[Batch]) -> int:
     """Delete failed batches (their units are to be listed again) and take them out of the
     session's counters, their processing time included: the counters stay the sums of the
     session's batches. Returns how many. Inside a transaction."""
+    # A batch without both times has a NULL elapsed time, which SUM leaves out.
     elapsed = ExpressionWrapper(F("completed_at") - F("started_at"), output_field=DurationField())
-    totals = failed.filter(started_at__isnull=False, completed_at__isnull=False).aggregate(
-        seconds=Sum(elapsed)
-    )
-    count = failed.count()
+    totals = failed.aggregate(count=Count("pk"), seconds=Sum(elapsed))
+    count = totals["count"]
     failed.delete()
     SessionState.objects.filter(pk=session_id).update(
         total_batches=F("total_batches") - count,
