@@ -4,8 +4,12 @@ Relations are filtered by id with ``UUIDFilter`` rather than ``ModelChoiceFilter
 session should not cost a query to load the session, and an unknown id simply matches nothing.
 """
 
+import uuid
+
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
+from enumeration import selectors
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 
 
@@ -47,16 +51,15 @@ class TaskOutputRecordFilterSet(filters.FilterSet):
     non-UTF-8).
 
     Only the id (the primary key) and ``batch`` (the unique key) are indexed on the output table,
-    deliberately (``enumeration.models.work``); ``session`` and ``task`` reach it through those
-    of Batch. The name, size and time filters have no index: they narrow a session's, a task's
-    or a batch's records, and alone read the whole table.
+    deliberately (``enumeration.models.work``); ``session`` and ``task`` find their records along
+    the id, between the bounds their batches hold (``selectors.records_found_by``). The name,
+    size and time filters have no index: they narrow a session's, a task's or a batch's records,
+    and alone read the whole table.
     """
 
-    # Through the Batch (the same session and task): the output table has no index of its own on
-    # session_id or task_id.
-    session = filters.UUIDFilter(field_name="batch__session_id", label="Session id")
-    task = filters.UUIDFilter(field_name="batch__task_id", label="Task id")
-    batch = filters.UUIDFilter(field_name="batch_id", label="Batch id")
+    session = filters.UUIDFilter(method="_found_by", label="Session id")
+    task = filters.UUIDFilter(method="_found_by", label="Task id")
+    batch = filters.UUIDFilter(method="_found_by", label="Batch id")
     name = filters.CharFilter(lookup_expr="icontains", label="Name contains")
 
     class Meta:
@@ -68,3 +71,9 @@ class TaskOutputRecordFilterSet(filters.FilterSet):
             "size": ["gte", "lte"],
             "modified_at": ["gte", "lte"],
         }
+
+    def _found_by(
+        self, queryset: QuerySet[TaskOutputRecord], name: str, value: uuid.UUID
+    ) -> QuerySet[TaskOutputRecord]:
+        owner = {"session": "session_id", "task": "task_id", "batch": "id"}[name]
+        return selectors.records_found_by(queryset, **{owner: value})

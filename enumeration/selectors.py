@@ -6,7 +6,7 @@ Writes go through ``enumeration.services``; nothing here changes a row.
 import uuid
 from collections import defaultdict
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 
@@ -45,3 +45,27 @@ def task_list(*, with_payload: bool = True) -> QuerySet[Task]:
 
 def output_record_list() -> QuerySet[TaskOutputRecord]:
     return TaskOutputRecord.objects.all()
+
+
+def records_found_by(
+    records: QuerySet[TaskOutputRecord], **owner: uuid.UUID
+) -> QuerySet[TaskOutputRecord]:
+    """``records`` narrowed to those of one session, task or batch (``session_id=...``,
+    ``task_id=...`` or ``id=...`` of the batch).
+
+    The output table has no index of its own on session or task (each costs every write of a
+    run), so they are found along the primary key, between the lowest and highest record id of
+    the owner's batches: an indexed range that holds the owner's records and, at most, those
+    that other sessions committed at the same time. Without it a page of the newest session
+    read every older session's records first.
+    """
+    (key, value), *others = owner.items()
+    if others:
+        raise TypeError("records are found by one owner at a time")
+    bounds = Batch.objects.filter(**owner).aggregate(
+        first=Min("first_record_id"), last=Max("last_record_id")
+    )
+    if bounds["first"] is None:
+        return records.none()  # nothing committed
+    column = "batch_id" if key == "id" else key
+    return records.filter(**{column: value}, id__range=(bounds["first"], bounds["last"]))

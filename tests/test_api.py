@@ -525,7 +525,7 @@ def test_output_records_are_ordered_and_paginated(
     ).json()
     by_name = _results(api.get("/api/output-records/", {"ordering": "name", "record_type": "FILE"}))
 
-    assert largest["count"] == 4
+    assert "count" not in largest  # keyset pages: nothing counts a session's records
     assert largest["results"][0]["name"] == "big.bin"
     assert largest["next"] is not None
     names = [r["name"] for r in by_name]

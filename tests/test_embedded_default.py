@@ -285,6 +285,17 @@ def test_ctrl_c_during_wait_says_how_to_carry_on_and_resume_finishes_exactly(tmp
     db = sqlite3.connect(tmp_path / "var" / "census.sqlite3")
     keys = [k for (k,) in db.execute("select object_key from task_output_records")]
     assert len(keys) == len(set(keys)) == 35 + 1 + 2  # the files, and the two directories
+    # And on SQLite too every unit's Batch bounds its records' ids, the staged one included
+    # (the API finds a session's records by them)
+    outside = db.execute(
+        "select count(*) from task_output_records r join enumeration_batch b "
+        "on r.batch_id = b.id where not r.id between b.first_record_id and b.last_record_id"
+    ).fetchone()
+    unbounded = db.execute(
+        "select count(*) from enumeration_batch where items_processed > 0 "
+        "and (first_record_id is null or last_record_id is null)"
+    ).fetchone()
+    assert (outside, unbounded) == ((0,), (0,))
 
 
 @pytest.mark.parametrize("process", [["worker", "-Q", "default", "-c", "1"], ["beat"]])

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from config.api import NotFoundInWords
+from config.pagination import KeysetPagination
 from enumeration import selectors
 from enumeration.api.serializers import (
     BatchSerializer,
@@ -237,6 +238,8 @@ class TaskOutputRecordViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
     object_name = "output record"
     serializer_class = TaskOutputRecordSerializer
     filterset_class = TaskOutputRecordFilterSet
+    # Keyset pages: a session can hold millions of records, and an offset or a count reads them.
+    pagination_class = KeysetPagination
     ordering_fields = ("id", "object_key", "name", "size", "modified_at")
     ordering = ("id",)
 

@@ -139,6 +139,11 @@ class Batch(Timeline):
     error_details = models.TextField(blank=True)
     checkpoint = models.JSONField(default=dict, blank=True)
     pipelined = models.BooleanField(default=False)
+    # Every record of the unit has an id in [first_record_id, last_record_id] (None: it has no
+    # record). Written with the records; the output table has no index on session or task, so
+    # a session's or a task's records are found along its id by these bounds (selectors).
+    first_record_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    last_record_id = models.BigIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -177,6 +182,12 @@ class Batch(Timeline):
         self._transition(BatchStatus.FAILED)
         self.error_details = str(error)
         self.mark_timeline_completed()
+
+    def hold_record_ids(self, first: int, last: int) -> None:
+        """Say that the unit's records have ids from ``first`` to ``last``."""
+        if first > last:
+            raise ValueError(f"record ids from {first} to {last}: an empty range")
+        self.first_record_id, self.last_record_id = first, last
 
     def completion_percentage(self) -> float:
         if self.expected_items == 0:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import connection, models, transaction
-from django.db.models import F
+from django.db.models import F, Max, Min, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -449,11 +449,15 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
         )
         by_type = Counter(dict(cursor.fetchall()))
         batch.mark_successful(by_type.total())
-        batch.save(force_insert=True)
         if connection.vendor == "postgresql":
             # Ids from reserved blocks, files first, as a commit from memory gives them: the
             # Pipeliner then names the unit's files in a few ranges.
             starts, block = _record_id_blocks(batch.items_processed)
+            if starts:
+                used = leading_ranges(starts, block, batch.items_processed)
+                batch.hold_record_ids(used[0][0], used[-1][1])
+        batch.save(force_insert=True)
+        if connection.vendor == "postgresql":
             cursor.execute(
                 f"INSERT INTO {output} (id, {_MOVE_COLUMNS}, batch_id) "
                 f"SELECT (%s::bigint[])[(n / %s + 1)::int] + n %% %s, {_MOVE_COLUMNS}, %s "
@@ -556,6 +560,29 @@ def _next_stage_in_commit(task: Task, units: list[ListedUnit]) -> _InCommitStage
     )
 
 
+def _hold_record_ids(units: list[ListedUnit], ids: list[int]) -> None:
+    """Give each unit's Batch the bounds of its records' ids: ``ids`` are the units' entries',
+    in order (PostgreSQL, reserved before the commit writes them)."""
+    at = 0
+    for unit in units:
+        if unit.tail:
+            own = ids[at : at + len(unit.tail)]
+            unit.batch.hold_record_ids(min(own), max(own))
+            at += len(unit.tail)
+
+
+def _bound_record_ids(batch_ids: list[uuid.UUID]) -> None:
+    """SQLite, where the database numbers the records as it writes them: read their bounds back
+    into their Batches, in the commit."""
+    if not batch_ids:
+        return
+    records = TaskOutputRecord.objects.filter(batch_id=OuterRef("pk")).values("batch_id")
+    Batch.objects.filter(pk__in=batch_ids).update(
+        first_record_id=Subquery(records.annotate(first=Min("id")).values("first")),
+        last_record_id=Subquery(records.annotate(last=Max("id")).values("last")),
+    )
+
+
 def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[ListedUnit]) -> None:
     """One transaction for a group of listed units: each unit's records into
     ``task_output_records``, each unit's Batch marker, and the session's counters.
@@ -590,6 +617,8 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
                 totals.update(by_type)
             direct.append(unit)
         next_stage = _next_stage_in_commit(task, direct)
+        if next_stage.ids is not None:
+            _hold_record_ids(direct, next_stage.ids)
         _insert_batches([u.batch for u in direct])
         _write_rows(
             TaskOutputRecord,
@@ -598,6 +627,8 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
             [_RowGroup(u.batch.unit, u.batch.pk, u.tail) for u in direct],
             next_stage.ids,
         )
+        if connection.vendor != "postgresql":
+            _bound_record_ids([u.batch.pk for u in units if u.batch.status != BatchStatus.FAILED])
         tasks_create(next_stage.tasks)
         task.session.process_completed_batches(
             batches=len(units),
