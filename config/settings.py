@@ -171,17 +171,22 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
+
 # --- Census enumeration engine ----------------------------------------------------------------
-_listing_batch_size = env.int("CENSUS_LISTING_BATCH_SIZE", default=500)
-if not 1 <= _listing_batch_size <= 10_000:
-    # Below 1 a listing would end at once (every directory committed empty); above, a resumed
-    # listing's exclusion query would pass SQLite's limit of bound parameters.
-    raise ImproperlyConfigured(
-        f"CENSUS_LISTING_BATCH_SIZE ({_listing_batch_size}) must be between 1 and 10000"
-    )
+def _env_int_between(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer setting, refused at start-up outside [low, high] rather than misread later."""
+    value = env.int(name, default=default)
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ImproperlyConfigured(f"{name} ({value}) must be {bounds}")
+    return value
+
+
 CENSUS = {
-    # Entries a connector streams per batch (one staging insert each).
-    "LISTING_BATCH_SIZE": _listing_batch_size,
+    # Entries a connector streams per batch (one staging insert each). Below 1 a listing would
+    # end at once (every directory committed empty); above 10,000 a resumed listing's exclusion
+    # query would pass SQLite's limit of bound parameters.
+    "LISTING_BATCH_SIZE": _env_int_between("CENSUS_LISTING_BATCH_SIZE", 500, 1, 10_000),
     # Small directories share a commit until it holds this many entries (each stays atomic).
     "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=2000),
     # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner. A task costs a few
@@ -201,9 +206,14 @@ CENSUS = {
     # Retention (beat, daily): finished sessions completed more than this many days ago are
     # deleted, each target's SESSION_RETENTION_KEEP newest kept whatever their age; 0 keeps
     # every session. RETENTION_CHUNK output records are deleted per transaction.
-    "SESSION_RETENTION_DAYS": env.int("CENSUS_SESSION_RETENTION_DAYS", default=0),
-    "SESSION_RETENTION_KEEP": env.int("CENSUS_SESSION_RETENTION_KEEP", default=1),
-    "RETENTION_CHUNK": env.int("CENSUS_RETENTION_CHUNK", default=10000),
+    # (A negative age would have made every session expired.)
+    "SESSION_RETENTION_DAYS": _env_int_between("CENSUS_SESSION_RETENTION_DAYS", 0, 0),
+    "SESSION_RETENTION_KEEP": _env_int_between("CENSUS_SESSION_RETENTION_KEEP", 1, 0),
+    "RETENTION_CHUNK": _env_int_between("CENSUS_RETENTION_CHUNK", 10000, 1),
+    # Outbox retention (beat, hourly): dispatched domain events are deleted this many days
+    # after their dispatch, the window in which a consumer can replay them from the table;
+    # 0 keeps every event. An event not yet dispatched is never deleted.
+    "EVENT_RETENTION_DAYS": _env_int_between("CENSUS_EVENT_RETENTION_DAYS", 30, 0),
     # Test hook: "<directory name>:<batches before pausing>:<seconds>" pauses one listing once.
     "TEST_PAUSE_LISTING": env.str("CENSUS_TEST_PAUSE_LISTING", default=""),
 }

@@ -8,4 +8,5 @@ PERIODIC_JOBS = (
     PeriodicJob("census: stalled sessions", "enumeration.tasks.detect_stalled_sessions", 60),
     PeriodicJob("census: outbox dispatch", "enumeration.tasks.dispatch_events", 30),
     PeriodicJob("census: session retention", "enumeration.tasks.purge_sessions", 86400),
+    PeriodicJob("census: outbox retention", "enumeration.tasks.prune_events", 3600),
 )

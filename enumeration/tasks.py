@@ -53,3 +53,11 @@ def purge_sessions() -> dict:
     if result.unfinished:
         purge_sessions.apply_async()
     return {"sessions": result.sessions, "records": result.records, "unfinished": result.unfinished}
+
+
+@shared_task(ignore_result=True)
+def prune_events() -> dict:
+    result = events.events_prune_expired(max_seconds=_purge_seconds())
+    if result.unfinished:
+        prune_events.apply_async()
+    return {"events": result.events, "unfinished": result.unfinished}

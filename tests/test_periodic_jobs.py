@@ -14,6 +14,7 @@ def test_migrate_installs_every_periodic_job_once():
         "enumeration.tasks.detect_stalled_sessions",
         "enumeration.tasks.dispatch_events",
         "enumeration.tasks.purge_sessions",
+        "enumeration.tasks.prune_events",
     }
     # When the installer runs again
     periodic_jobs_install()

@@ -1,9 +1,12 @@
 """The outbox: domain events written with the change that caused them, dispatched after commit."""
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -21,6 +24,12 @@ SESSION_DELETED = "SessionDeleted"
 DISPATCH_CHUNK = 500
 
 EventHandler = Callable[[dict], None]
+
+
+@dataclass
+class PruneResult:
+    events: int = 0  # deleted
+    unfinished: bool = False  # out of time with more to delete: the next run goes on
 
 
 def _handlers() -> list[EventHandler]:
@@ -109,4 +118,42 @@ def log_event(envelope: dict) -> None:
         "domain event %s",
         envelope["type"],
         extra={"event": envelope, "session_id": envelope["payload"].get("session_id")},
+    )
+
+
+def events_prune(
+    *, older_than: timedelta, chunk_rows: int, max_seconds: float | None = None
+) -> PruneResult:
+    """Delete the events dispatched more than ``older_than`` ago, oldest first, ``chunk_rows``
+    per transaction, for at most ``max_seconds`` (at least one chunk: each run gets somewhere).
+    An event not dispatched yet stays, however old: deleting it would lose it."""
+    if older_than < timedelta(0):
+        raise ValueError("an event's age cannot be negative")
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    # Along the primary key: the oldest events come first, so a chunk is found at its start.
+    old = DomainEvent.objects.filter(dispatched_at__lt=timezone.now() - older_than).order_by("id")
+    result = PruneResult()
+    while True:
+        ids = list(old.values_list("id", flat=True)[:chunk_rows])
+        if ids:
+            result.events += DomainEvent.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < chunk_rows:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            result.unfinished = True
+            break
+    if result.events:
+        logger.info("outbox: %d dispatched events deleted", result.events)
+    return result
+
+
+def events_prune_expired(*, max_seconds: float | None = None) -> PruneResult:
+    """The outbox retention job: CENSUS_EVENT_RETENTION_DAYS (0 keeps every event)."""
+    cfg = settings.CENSUS
+    if not cfg["EVENT_RETENTION_DAYS"]:
+        return PruneResult()
+    return events_prune(
+        older_than=timedelta(days=cfg["EVENT_RETENTION_DAYS"]),
+        chunk_rows=cfg["RETENTION_CHUNK"],
+        max_seconds=max_seconds,
     )
