@@ -11,6 +11,7 @@ import importlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.apps import apps as django_apps
@@ -288,7 +289,7 @@ def test_a_cursor_followed_with_another_ordering_is_a_400_naming_its_own(
 ) -> None:
     session = _finished(_tree(tmp_path / "t", 1, 3))
     by_size = api.get(RECORDS, {"session": str(session.pk), "ordering": "size", "limit": 1}).json()
-    cursor = by_size["next"].split("cursor=")[1].split("&")[0]
+    (cursor,) = parse_qs(urlsplit(by_size["next"]).query)["cursor"]
 
     response = api.get(RECORDS, {"session": str(session.pk), "ordering": "name", "cursor": cursor})
 
