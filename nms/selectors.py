@@ -3,7 +3,7 @@
 Writes go through ``nms.services``; nothing here changes a row.
 """
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
 from nms.models import (
     CredentialProfile,
@@ -30,6 +30,13 @@ def discovery_run_list() -> QuerySet[DiscoveryRun]:
 
 def discovery_run_targets(*, run_id: int) -> QuerySet[DiscoveryRunTarget]:
     return DiscoveryRunTarget.objects.filter(run_id=run_id).order_by("pk")
+
+
+def with_first_targets(runs: QuerySet[DiscoveryRun], count: int) -> QuerySet[DiscoveryRun]:
+    """``runs`` with the first ``count`` targets of each, in the order they were expanded, as
+    ``first_targets`` (one query, a window per run; a sliced prefetch needs its own attribute)."""
+    first = DiscoveryRunTarget.objects.order_by("pk")[:count]
+    return runs.prefetch_related(Prefetch("targets", queryset=first, to_attr="first_targets"))
 
 
 def discovery_run_target_list() -> QuerySet[DiscoveryRunTarget]:

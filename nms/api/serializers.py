@@ -185,11 +185,26 @@ class DiscoveryRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# A run's detail nests at most this many targets (a /16 has 65,534: 6.4 MB in one response);
+# ``targets_url`` pages through all of them, and filters them by outcome.
+DETAIL_TARGETS = 1000
+
+
 class DiscoveryRunDetailSerializer(DiscoveryRunSerializer):
-    targets = DiscoveryRunTargetSerializer(many=True, read_only=True)
+    targets = DiscoveryRunTargetSerializer(
+        source="first_targets",
+        many=True,
+        read_only=True,
+        help_text=f"The first {DETAIL_TARGETS} targets, in the order they were expanded; "
+        "targets_url has them all.",
+    )
+    targets_url = serializers.HyperlinkedIdentityField(
+        view_name="nms-discovery-run-targets",
+        help_text="Every target of the run, a page at a time (?outcome= filters).",
+    )
 
     class Meta(DiscoveryRunSerializer.Meta):
-        fields = (*DiscoveryRunSerializer.Meta.fields, "targets")
+        fields = (*DiscoveryRunSerializer.Meta.fields, "targets", "targets_url")
         read_only_fields = fields
 
 

@@ -26,6 +26,7 @@ from config.api import NotFoundInWords
 from enumeration.api.serializers import ErrorDetailSerializer
 from nms import selectors
 from nms.api.serializers import (
+    DETAIL_TARGETS,
     CredentialProfileSerializer,
     CredentialProfileWriteSerializer,
     DeactivateSerializer,
@@ -263,7 +264,7 @@ class DiscoveryRunViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self) -> QuerySet[DiscoveryRun]:
         runs = selectors.discovery_run_list()
         if self.action == "retrieve":
-            runs = runs.prefetch_related("targets")
+            runs = selectors.with_first_targets(runs, DETAIL_TARGETS)
         return runs
 
     def get_serializer_class(self) -> type[BaseSerializer]:

@@ -11,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from nms.api import views as nms_views
 from nms.choices import DeviceStatus, RunStatus, TargetOutcome
 from nms.models import (
     CredentialProfile,
@@ -310,6 +311,28 @@ def test_run_targets_can_be_filtered_by_outcome(api: APIClient, profile) -> None
         ("10.9.0.3", "connection refused")
     ]
     assert api.get(f"/api/nms/discovery_runs/{run_id}/targets?outcome=NOPE").status_code == 400
+
+
+def test_a_runs_detail_nests_its_first_targets_and_links_to_them_all(
+    api: APIClient, profile, monkeypatch
+) -> None:
+    # Given a run of six targets, and a detail that nests at most four (1,000 in production:
+    # a /16 nested whole was 6.4 MB in one response)
+    monkeypatch.setattr(nms_views, "DETAIL_TARGETS", 4)
+    run_id = api.post(f"/api/nms/discovery_profiles/{profile['id']}/run").json()["id"]
+
+    # When its detail is read
+    response = api.get(f"/api/nms/discovery_runs/{run_id}")
+    assert response.status_code == 200, response.content
+    detail = response.json()
+
+    # Then it holds the first four, in the order they were expanded, and the total
+    assert [t["ip"] for t in detail["targets"]] == [f"10.9.0.{i}" for i in range(1, 5)]
+    assert detail["targets_total"] == 6
+    # And its link pages through all six
+    assert detail["targets_url"].endswith(f"/api/nms/discovery_runs/{run_id}/targets")
+    everything = api.get(detail["targets_url"]).json()
+    assert [t["ip"] for t in everything["results"]] == [f"10.9.0.{i}" for i in range(1, 7)]
 
 
 def test_running_a_profile_whose_targets_became_invalid_gets_400_and_creates_nothing(
