@@ -214,6 +214,9 @@ CENSUS = {
     # after their dispatch, the window in which a consumer can replay them from the table;
     # 0 keeps every event. An event not yet dispatched is never deleted.
     "EVENT_RETENTION_DAYS": _env_int_between("CENSUS_EVENT_RETENTION_DAYS", 30, 0),
+    # How long a dispatch holds the events it hands on: one that dies is redone after this.
+    # Longer than the handlers take for DISPATCH_CHUNK (500) events, or they run twice.
+    "EVENT_CLAIM_SECONDS": _env_int_between("CENSUS_EVENT_CLAIM_SECONDS", 300, 1),
     # Test hook: "<directory name>:<batches before pausing>:<seconds>" pauses one listing once.
     "TEST_PAUSE_LISTING": env.str("CENSUS_TEST_PAUSE_LISTING", default=""),
 }

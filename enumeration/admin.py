@@ -411,6 +411,8 @@ class DomainEventAdmin(ReadOnlyAdmin):
         "aggregate_id",
         "occurred_at",
         "dispatched_at",
+        "attempts",
+        "claimed_until",
     )
     # No filter on event_type: its values would come from a DISTINCT over the whole outbox.
     list_filter = (("dispatched_at", admin.EmptyFieldListFilter),)

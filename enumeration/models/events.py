@@ -17,6 +17,12 @@ class DomainEvent(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # The dispatch that holds the event, and until when: one that dies before it has handed the
+    # event on is redone once the claim has expired (at least once).
+    claimed_by = models.CharField(
+        max_length=32, blank=True, default="", db_default="", editable=False
+    )
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]

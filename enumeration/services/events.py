@@ -2,6 +2,7 @@
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -10,7 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -81,26 +82,35 @@ def events_deferred() -> Iterator[None]:
 
 
 def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK) -> int:
-    """Hand undispatched events to the handlers, each event at most once.
+    """Hand undispatched events to the handlers, each event at least once.
 
-    An event is claimed by the one UPDATE that stamps ``dispatched_at``, so concurrent
-    dispatchers never hand the same event on twice. ``ids`` limits the run to the events one
-    transaction wrote (the fast path right after commit); without it, this is the periodic sweep
-    for events whose dispatch died with its process.
+    A dispatch claims its events for ``CENSUS_EVENT_CLAIM_SECONDS`` with one UPDATE that stamps
+    its own token, so concurrent dispatchers never hand the same event on together; it stamps
+    ``dispatched_at`` once every handler has had them. A dispatch that dies in between (its
+    process killed, its database gone) leaves them claimed: once the claim expires the sweep
+    hands them on again, so a handler may see an event twice and should be idempotent by its
+    id. A handler that raises is logged; the event counts as handed on. ``ids`` limits the run
+    to the events one transaction wrote (the fast path right after commit); without it, this is
+    the periodic sweep.
     """
-    pending = DomainEvent.objects.filter(dispatched_at__isnull=True)
+    now = timezone.now()
+    free = Q(dispatched_at__isnull=True) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    )
+    pending = DomainEvent.objects.filter(free)
     if ids is not None:
         pending = pending.filter(pk__in=ids)
     candidates = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
     if not candidates:
         return 0
-    now = timezone.now()
-    DomainEvent.objects.filter(pk__in=candidates, dispatched_at__isnull=True).update(
-        dispatched_at=now, attempts=F("attempts") + 1
+    token = uuid.uuid4().hex
+    DomainEvent.objects.filter(free, pk__in=candidates).update(
+        claimed_by=token,
+        claimed_until=now + timedelta(seconds=settings.CENSUS["EVENT_CLAIM_SECONDS"]),
+        attempts=F("attempts") + 1,
     )
-    claimed = DomainEvent.objects.filter(pk__in=candidates, dispatched_at=now).order_by("pk")
+    claimed = list(DomainEvent.objects.filter(pk__in=candidates, claimed_by=token).order_by("pk"))
     handlers = _handlers()
-    dispatched = 0
     for event in claimed:
         envelope = event.envelope()
         for handler in handlers:
@@ -108,8 +118,11 @@ def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK
                 handler(envelope)
             except Exception:
                 logger.exception("event handler failed", extra={"event_id": event.pk})
-        dispatched += 1
-    return dispatched
+    # Only what this dispatch still holds: had its claim run out, another may hold them now.
+    DomainEvent.objects.filter(pk__in=[e.pk for e in claimed], claimed_by=token).update(
+        dispatched_at=timezone.now()
+    )
+    return len(claimed)
 
 
 def log_event(envelope: dict) -> None:
