@@ -152,14 +152,19 @@ class KeysetPagination(pagination.BasePagination):
         raw = request.query_params.get(self.cursor_query_param)
         if raw is None:
             return None
+        invalid = ValidationError({self.cursor_query_param: [self.invalid_cursor]})
         try:
+            # (RecursionError: JSON nested a thousand deep is a cursor of a kilobyte.)
             term, value, row_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
-            if not isinstance(row_id, int) or isinstance(row_id, bool):
-                raise TypeError(row_id)
-            value = None if value is None else self.model_field.to_python(value)
-        except (binascii.Error, UnicodeError, ValueError, TypeError, DjangoValidationError):
-            raise ValidationError({self.cursor_query_param: [self.invalid_cursor]}) from None
-        if term != self.term:
-            message = self.other_ordering.format(ordering=term)
+        except (binascii.Error, UnicodeError, ValueError, TypeError, RecursionError):
+            raise invalid from None
+        if not isinstance(term, str) or not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise invalid
+        if term != self.term:  # before the value, which is of the cursor's own field
+            message = self.other_ordering.format(ordering=term[:100])
             raise ValidationError({self.cursor_query_param: [message]})
+        try:
+            value = None if value is None else self.model_field.to_python(value)
+        except (ValueError, TypeError, DjangoValidationError):
+            raise invalid from None
         return value, row_id

@@ -6,7 +6,7 @@ Writes go through ``enumeration.services``; nothing here changes a row.
 import uuid
 from collections import defaultdict
 
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 
@@ -57,14 +57,20 @@ def records_found_by(
     run), so they are found along the primary key, between the lowest and highest record id of
     the owner's batches: an indexed range that holds the owner's records and, at most, those
     that other sessions committed at the same time. Without it a page of the newest session
-    read every older session's records first.
+    read every older session's records first. A batch with records but no bounds (committed by
+    a worker of the code before them, until migration 0015 fills them) cannot be trusted to
+    lie in any range: the owner's records are then found through their batches, as before.
     """
     (key, value), *others = owner.items()
     if others:
         raise TypeError("records are found by one owner at a time")
     bounds = Batch.objects.filter(**owner).aggregate(
-        first=Min("first_record_id"), last=Max("last_record_id")
+        first=Min("first_record_id"),
+        last=Max("last_record_id"),
+        unbounded=Count("pk", filter=Q(items_processed__gt=0, first_record_id__isnull=True)),
     )
+    if bounds["unbounded"]:
+        return records.filter(**{f"batch__{key}": value})
     if bounds["first"] is None:
         return records.none()  # nothing committed
     column = "batch_id" if key == "id" else key

@@ -98,6 +98,22 @@ def test_a_run_out_of_time_stops_after_one_chunk_and_its_task_hands_on_the_rest(
     assert not DomainEvent.objects.exists()
 
 
+def test_the_oldest_dispatched_go_first_through_an_index(settings) -> None:
+    # Given events dispatched 50 and 40 days ago, written newest first (ids do not follow the
+    # dispatch: a sweep hands on late what a dead process had claimed)
+    settings.CENSUS = {**settings.CENSUS, "EVENT_RETENTION_DAYS": 30, "RETENTION_CHUNK": 2}
+    later = _events(2, dispatched_days_ago=40)
+    earlier = _events(2, dispatched_days_ago=50)
+
+    # When a run has time for one chunk only
+    result = events_prune(older_than=timedelta(days=30), chunk_rows=2, max_seconds=0)
+
+    # Then the two dispatched first went, and the run says it has more to do
+    assert (result.events, result.unfinished) == (2, True)
+    assert set(DomainEvent.objects.values_list("pk", flat=True)) == _ids(later)
+    assert not _ids(earlier) & set(DomainEvent.objects.values_list("pk", flat=True))
+
+
 def test_a_negative_age_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         events_prune(older_than=timedelta(days=-1), chunk_rows=10)

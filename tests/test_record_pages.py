@@ -9,6 +9,7 @@ SQLite path is checked by ``test_embedded_default``.
 import base64
 import importlib
 import json
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
@@ -119,7 +120,7 @@ def test_the_migration_bounds_the_batches_committed_before_it(tmp_path: Path) ->
         .values_list("batch_id", "first")
     )
     backfill = importlib.import_module(
-        "enumeration.migrations.0014_batch_record_id_bounds"
+        "enumeration.migrations.0015_batch_record_id_bounds_filled"
     ).bound_the_batches
 
     # Each way the migration can run: PostgreSQL's grouped UPDATE, and the portable one
@@ -159,13 +160,7 @@ def test_the_pages_of_each_session_hold_exactly_its_records_though_their_ids_int
         rows = _every_page(api, {"session": str(session.pk), "limit": 3})
 
         # Then the pages hold each of its records once, in id order, and no other session's
-        ids = [r["id"] for r in rows]
-        expected = list(
-            TaskOutputRecord.objects.filter(session=session)
-            .order_by("id")
-            .values_list("id", flat=True)
-        )
-        assert ids == expected
+        assert [r["id"] for r in rows] == _ids(TaskOutputRecord.objects.filter(session=session))
         assert {r["session"] for r in rows} == {str(session.pk)}
 
 
@@ -180,14 +175,13 @@ def test_a_tasks_and_a_batchs_records_are_paged_the_same_way(
     by_batch = _every_page(api, {"batch": str(batch.pk), "limit": 2})
     both = _every_page(api, {"session": str(first.pk), "batch": str(batch.pk), "limit": 2})
 
-    records = TaskOutputRecord.objects.order_by("id")
-    assert [r["id"] for r in by_task] == list(
-        records.filter(task=task).values_list("id", flat=True)
-    )
-    assert [r["id"] for r in by_batch] == list(
-        records.filter(batch=batch).values_list("id", flat=True)
-    )
+    assert [r["id"] for r in by_task] == _ids(TaskOutputRecord.objects.filter(task=task))
+    assert [r["id"] for r in by_batch] == _ids(TaskOutputRecord.objects.filter(batch=batch))
     assert both == by_batch
+
+
+def _ids(records) -> list[int]:
+    return list(records.order_by("id").values_list("id", flat=True))
 
 
 @pytest.mark.parametrize("ordering", ["size", "-size", "name", "-name", "modified_at", "-id"])
@@ -204,13 +198,22 @@ def test_every_ordering_pages_through_each_record_once_with_ties_and_missing_val
     # Then each record comes once, sorted by the field (ties by id, values missing last)
     stored = list(TaskOutputRecord.objects.filter(session=session))
     assert sorted(r["id"] for r in rows) == sorted(r.pk for r in stored)
-    keys = [(r[field] is None, r[field] if r[field] is not None else 0, r["id"]) for r in rows]
+    keys = [(r[field] is None, _comparable(field, r[field]), r["id"]) for r in rows]
+
     if descending:
         present = [k for k in keys if not k[0]]
         assert present == sorted(present, key=lambda k: (k[1], k[2]), reverse=True)
         assert all(k[0] for k in keys[len(present) :])
     else:
         assert keys == sorted(keys)
+
+
+def _comparable(field: str, value: object) -> object:
+    """A value as the database orders it: times as times (DRF leaves out a zero fraction, so
+    their strings do not sort), a missing one as anything (they sort by id alone)."""
+    if value is None:
+        return 0
+    return datetime.fromisoformat(value) if field == "modified_at" else value
 
 
 def test_a_page_of_the_newest_session_reads_no_record_of_an_older_one(
@@ -245,6 +248,24 @@ def _rows_read(plan: dict, table: str) -> int:
     return own + sum(_rows_read(p, table) for p in plan.get("Plans", ()))
 
 
+def test_batches_without_bounds_still_give_every_record_of_their_session(
+    api: APIClient, tmp_path: Path
+) -> None:
+    # Given a session one of whose batches has records but no bounds, as a worker of the code
+    # before them commits until migration 0015 has run (or after it, during a rolling upgrade)
+    session = _finished(_tree(tmp_path / "t", 3, 4))
+    legacy = Batch.objects.filter(session=session, items_processed__gt=0).last()
+    Batch.objects.filter(pk=legacy.pk).update(first_record_id=None, last_record_id=None)
+
+    # When its records, and that batch's, are paged through
+    rows = _every_page(api, {"session": str(session.pk), "limit": 5})
+    of_batch = _every_page(api, {"batch": str(legacy.pk), "limit": 5})
+
+    # Then none is missing: they were found through their batches
+    assert [r["id"] for r in rows] == _ids(TaskOutputRecord.objects.filter(session=session))
+    assert [r["id"] for r in of_batch] == _ids(TaskOutputRecord.objects.filter(batch=legacy))
+
+
 def test_a_session_with_nothing_committed_has_an_empty_page(api: APIClient, tmp_path: Path) -> None:
     # Given a session whose root task has not run yet, and one that found records
     _finished(_tree(tmp_path / "done", 1, 3))
@@ -270,8 +291,20 @@ def _cursor(position: object) -> str:
         (_cursor(["id", 1, "2"]), "id"),
         (_cursor(["id", 1, True]), "id"),
         (_cursor(["modified_at", "yesterday", 2]), "modified_at"),
+        (_cursor([1, 2, 3]), "id"),
+        (base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(), "id"),
     ],
-    ids=["not-base64", "not-json", "an-object", "short", "text-id", "bool-id", "bad-time"],
+    ids=[
+        "not-base64",
+        "not-json",
+        "an-object",
+        "short",
+        "text-id",
+        "bool-id",
+        "bad-time",
+        "number-term",
+        "nested-deep",
+    ],
 )
 def test_a_cursor_that_is_not_a_position_is_a_400_saying_so(
     api: APIClient, cursor: str, ordering: str
@@ -291,10 +324,13 @@ def test_a_cursor_followed_with_another_ordering_is_a_400_naming_its_own(
     by_size = api.get(RECORDS, {"session": str(session.pk), "ordering": "size", "limit": 1}).json()
     (cursor,) = parse_qs(urlsplit(by_size["next"]).query)["cursor"]
 
-    response = api.get(RECORDS, {"session": str(session.pk), "ordering": "name", "cursor": cursor})
+    # (by name, and by modified time, which cannot even read a size as its value)
+    for ordering in ("name", "modified_at"):
+        query = {"session": str(session.pk), "ordering": ordering, "cursor": cursor}
+        response = api.get(RECORDS, query)
 
-    assert response.status_code == 400
-    assert "made for ?ordering=size" in response.json()["cursor"][0]
+        assert response.status_code == 400
+        assert "made for ?ordering=size" in response.json()["cursor"][0]
 
 
 @pytest.mark.parametrize("limit", ["0", "-3", "ten", "1.5"])

@@ -31,7 +31,13 @@ class DomainEvent(models.Model):
                 fields=["id"],
                 condition=models.Q(dispatched_at__isnull=True),
                 name="event_undispatched",
-            )
+            ),
+            # Retention deletes the oldest dispatched first, a chunk at a time.
+            models.Index(
+                fields=["dispatched_at"],
+                condition=models.Q(dispatched_at__isnull=False),
+                name="event_dispatched",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -91,11 +92,11 @@ def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK
     hands them on again, so a handler may see an event twice and should be idempotent by its
     id. A handler that raises is logged; the event counts as handed on. ``ids`` limits the run
     to the events one transaction wrote (the fast path right after commit); without it, this is
-    the periodic sweep.
+    the periodic sweep. Claims are stamped and compared with the database's clock, so a worker
+    whose own clock runs ahead cannot take a live claim.
     """
-    now = timezone.now()
     free = Q(dispatched_at__isnull=True) & (
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=Now())
     )
     pending = DomainEvent.objects.filter(free)
     if ids is not None:
@@ -104,9 +105,10 @@ def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK
     if not candidates:
         return 0
     token = uuid.uuid4().hex
+    claim = timedelta(seconds=settings.CENSUS["EVENT_CLAIM_SECONDS"])
     DomainEvent.objects.filter(free, pk__in=candidates).update(
         claimed_by=token,
-        claimed_until=now + timedelta(seconds=settings.CENSUS["EVENT_CLAIM_SECONDS"]),
+        claimed_until=ExpressionWrapper(Now() + claim, output_field=DateTimeField()),
         attempts=F("attempts") + 1,
     )
     claimed = list(DomainEvent.objects.filter(pk__in=candidates, claimed_by=token).order_by("pk"))
@@ -118,8 +120,9 @@ def events_dispatch(*, ids: list[int] | None = None, limit: int = DISPATCH_CHUNK
                 handler(envelope)
             except Exception:
                 logger.exception("event handler failed", extra={"event_id": event.pk})
-    # Only what this dispatch still holds: had its claim run out, another may hold them now.
-    DomainEvent.objects.filter(pk__in=[e.pk for e in claimed], claimed_by=token).update(
+    # Whoever holds them now: had this dispatch outlived its claim, another took them and hands
+    # them on again (at least once); left undispatched, they would be taken back for ever.
+    DomainEvent.objects.filter(pk__in=[e.pk for e in claimed], dispatched_at__isnull=True).update(
         dispatched_at=timezone.now()
     )
     return len(claimed)
@@ -143,14 +146,15 @@ def events_prune(
     if older_than < timedelta(0):
         raise ValueError("an event's age cannot be negative")
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    # Along the primary key: the oldest events come first, so a chunk is found at its start.
-    old = DomainEvent.objects.filter(dispatched_at__lt=timezone.now() - older_than).order_by("id")
+    # Oldest dispatch first, along its index; a subquery, not a list of ids: SQLite binds at
+    # most 32,766 parameters and the chunk has no such bound.
+    old = DomainEvent.objects.filter(dispatched_at__lt=timezone.now() - older_than)
     result = PruneResult()
     while True:
-        ids = list(old.values_list("id", flat=True)[:chunk_rows])
-        if ids:
-            result.events += DomainEvent.objects.filter(pk__in=ids).delete()[0]
-        if len(ids) < chunk_rows:
+        chunk = old.order_by("dispatched_at").values("pk")[:chunk_rows]
+        deleted = DomainEvent.objects.filter(pk__in=chunk).delete()[0]
+        result.events += deleted
+        if deleted < chunk_rows:
             break
         if deadline is not None and time.monotonic() >= deadline:
             result.unfinished = True
