@@ -33,11 +33,12 @@ def _event(name: str) -> DomainEvent:
 
 
 def test_a_dispatch_killed_with_the_event_in_hand_is_redone_once_its_claim_expires(
-    tmp_path: Path, settings, collected
+    tmp_path: Path, collected
 ) -> None:
     # Given two events, and a dispatcher process whose handler hangs once it has the first
     first, second = _event("first"), _event("second")
-    handled = tmp_path / "handled"
+    handled, log = tmp_path / "handled", tmp_path / "dispatcher.log"
+    errors = log.open("w")
     dispatcher = subprocess.Popen(
         [
             sys.executable,
@@ -55,23 +56,27 @@ def test_a_dispatch_killed_with_the_event_in_hand_is_redone_once_its_claim_expir
             "CENSUS_EVENT_CLAIM_SECONDS": "60",
         },
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=errors,
     )
-    deadline = time.monotonic() + 60
-    while not (handled.exists() and handled.read_text()):
-        assert dispatcher.poll() is None, dispatcher.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "the dispatcher never reached its handler"
-        time.sleep(0.05)
+    try:
+        deadline = time.monotonic() + 60
+        while not (handled.exists() and handled.read_text()):
+            assert dispatcher.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the dispatcher never reached its handler"
+            time.sleep(0.05)
+    finally:
+        # When it is killed there (or the test gave up on it)
+        dispatcher.send_signal(signal.SIGKILL)
+        dispatcher.wait(timeout=30)
+        errors.close()
 
-    # When it is killed there, both events claimed and neither marked dispatched
-    dispatcher.send_signal(signal.SIGKILL)
-    dispatcher.wait(timeout=30)
+    # Then both events are claimed and neither is marked dispatched
     assert handled.read_text() == f"{first.pk}\n"
     for event in (first, second):
         event.refresh_from_db()
         assert event.dispatched_at is None and event.claimed_until > timezone.now()
 
-    # Then the sweep leaves them while the claim holds
+    # And the sweep leaves them while the claim holds
     assert events_dispatch() == 0
     assert collected == []
 
@@ -113,7 +118,7 @@ def slow_handler(envelope: dict) -> None:
     )
 
 
-def test_an_event_claimed_by_a_dispatch_is_not_handed_on_by_another(collected, settings) -> None:
+def test_an_event_claimed_by_a_dispatch_is_not_handed_on_by_another(collected) -> None:
     # Given an event a running dispatch holds (its claim stamped, its handlers not done)
     event = _event("held")
     DomainEvent.objects.filter(pk=event.pk).update(
