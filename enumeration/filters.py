@@ -9,11 +9,12 @@ import uuid
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
+from config.filters import FilterSet
 from enumeration import selectors
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
 
 
-class ScanTargetFilterSet(filters.FilterSet):
+class ScanTargetFilterSet(FilterSet):
     name = filters.CharFilter(lookup_expr="icontains", label="Name contains")
 
     class Meta:
@@ -21,7 +22,7 @@ class ScanTargetFilterSet(filters.FilterSet):
         fields = {"target_type": ["exact"], "location": ["exact", "startswith"]}
 
 
-class SessionStateFilterSet(filters.FilterSet):
+class SessionStateFilterSet(FilterSet):
     target = filters.UUIDFilter(field_name="target_id", label="Target id")
 
     class Meta:
@@ -29,7 +30,7 @@ class SessionStateFilterSet(filters.FilterSet):
         fields = {"status": ["exact"], "source_type": ["exact"], "created_at": ["gte", "lte"]}
 
 
-class BatchFilterSet(filters.FilterSet):
+class BatchFilterSet(FilterSet):
     session = filters.UUIDFilter(field_name="session_id", label="Session id")
     task = filters.UUIDFilter(field_name="task_id", label="Task id")
 
@@ -38,7 +39,7 @@ class BatchFilterSet(filters.FilterSet):
         fields = {"status": ["exact"], "pipelined": ["exact"]}
 
 
-class TaskFilterSet(filters.FilterSet):
+class TaskFilterSet(FilterSet):
     session = filters.UUIDFilter(field_name="session_id", label="Session id")
 
     class Meta:
@@ -46,7 +47,7 @@ class TaskFilterSet(filters.FilterSet):
         fields = {"kind": ["exact"], "status": ["exact"]}
 
 
-class TaskOutputRecordFilterSet(filters.FilterSet):
+class TaskOutputRecordFilterSet(FilterSet):
     """``object_key`` and ``name`` filters compare the stored lossless key (``base64:...`` for
     non-UTF-8).
 

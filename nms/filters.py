@@ -6,6 +6,7 @@ filter costs no query to load the related row.
 
 from django_filters import rest_framework as filters
 
+from config.filters import FilterSet
 from nms.models import (
     CredentialProfile,
     Device,
@@ -16,7 +17,7 @@ from nms.models import (
 )
 
 
-class CredentialProfileFilterSet(filters.FilterSet):
+class CredentialProfileFilterSet(FilterSet):
     name = filters.CharFilter(lookup_expr="icontains", label="Name contains")
 
     class Meta:
@@ -24,7 +25,7 @@ class CredentialProfileFilterSet(filters.FilterSet):
         fields = {"protocol": ["exact"]}
 
 
-class DiscoveryProfileFilterSet(filters.FilterSet):
+class DiscoveryProfileFilterSet(FilterSet):
     name = filters.CharFilter(lookup_expr="icontains", label="Name contains")
     credential = filters.NumberFilter(field_name="credential_id", label="Credential profile id")
 
@@ -33,7 +34,7 @@ class DiscoveryProfileFilterSet(filters.FilterSet):
         fields = {"protocol": ["exact"], "auto_provision": ["exact"]}
 
 
-class DiscoveryRunFilterSet(filters.FilterSet):
+class DiscoveryRunFilterSet(FilterSet):
     profile = filters.NumberFilter(field_name="profile_id", label="Discovery profile id")
 
     class Meta:
@@ -41,7 +42,7 @@ class DiscoveryRunFilterSet(filters.FilterSet):
         fields = {"status": ["exact"], "created_at": ["gte", "lte"]}
 
 
-class DiscoveryRunTargetFilterSet(filters.FilterSet):
+class DiscoveryRunTargetFilterSet(FilterSet):
     run = filters.NumberFilter(field_name="run_id", label="Discovery run id")
 
     class Meta:
@@ -49,7 +50,7 @@ class DiscoveryRunTargetFilterSet(filters.FilterSet):
         fields = {"outcome": ["exact"], "ip": ["exact"]}
 
 
-class DeviceFilterSet(filters.FilterSet):
+class DeviceFilterSet(FilterSet):
     hostname = filters.CharFilter(lookup_expr="icontains", label="Host name contains")
     credential = filters.NumberFilter(field_name="credential_id", label="Credential profile id")
     discovery_profile = filters.NumberFilter(
@@ -68,7 +69,7 @@ class DeviceFilterSet(filters.FilterSet):
         }
 
 
-class DeviceEventFilterSet(filters.FilterSet):
+class DeviceEventFilterSet(FilterSet):
     device = filters.NumberFilter(field_name="device_id", label="Device id")
 
     class Meta:

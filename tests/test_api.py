@@ -4,7 +4,7 @@ import base64
 import json
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -694,6 +694,61 @@ def test_a_size_or_time_bound_that_is_not_one_is_a_400(api: APIClient, params: d
 
     assert response.status_code == 400
     assert set(response.json()) == set(params)
+
+
+@pytest.mark.parametrize(
+    ("url", "param"),
+    [
+        (RECORDS, "modified_at__gte"),
+        ("/api/sessions/", "created_at__lte"),
+        ("/api/nms/discovery_runs", "created_at__gte"),
+    ],
+)
+def test_a_time_with_an_offset_postgresql_cannot_take_is_compared_in_utc(
+    api: APIClient, url: str, param: str
+) -> None:
+    # Python accepts offsets up to 23:59, PostgreSQL up to 15:59: this was a 500 (schemathesis)
+    response = api.get(url, {param: "2024-05-01T10:00:00+23:43"})
+
+    assert response.status_code == 200, response.content
+
+
+def test_a_time_filter_means_the_same_instant_whatever_its_offset(
+    api: APIClient, finished_session: SessionState
+) -> None:
+    # Given records modified at one instant
+    record = TaskOutputRecord.objects.filter(session=finished_session).first()
+    instant = record.modified_at.astimezone(UTC)
+    query = {"session": str(finished_session.pk), "object_key": record.object_key}
+
+    # When it is asked for at that instant written in UTC+05:00 and in UTC-20:00
+    for offset in (5, -20):
+        local = instant.astimezone(timezone(timedelta(hours=offset)))
+        both = {
+            **query,
+            "modified_at__gte": local.isoformat(),
+            "modified_at__lte": local.isoformat(),
+        }
+
+        # Then the record is found each time
+        assert [r["id"] for r in _results(api.get(RECORDS, both))] == [record.pk], offset
+
+
+def test_a_time_that_leaves_the_calendar_once_in_utc_is_a_400(api: APIClient) -> None:
+    response = api.get(RECORDS, {"modified_at__lte": "0001-01-01T00:30:00+05:00"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "modified_at__lte": ["Enter a time that stays within years 1 to 9999 in UTC."]
+    }
+
+
+def test_an_ip_filter_given_something_that_is_not_an_address_is_a_400(api: APIClient) -> None:
+    # (compared as inet, it was a 500 from PostgreSQL: schemathesis)
+    response = api.get("/api/nms/devices", {"ip": "__main__"})
+
+    assert response.status_code == 400
+    assert response.json() == {"ip": ["Enter a valid IPv4 or IPv6 address."]}
 
 
 # --- 404s in words ------------------------------------------------------------------------------
