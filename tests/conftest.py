@@ -1,1 +1,28 @@
+import pytest
+
 pytest_plugins = ["tests.fixtures.trees", "tests.fixtures.workers"]
+
+
+@pytest.fixture
+def runs_without_budget(monkeypatch):
+    """For the retention tasks, which spend half their soft time limit and send themselves
+    again for the rest: give them no time, run their re-sends in process (eager, as a worker
+    takes them one after another), and record what each run of ``module.name``, the service a
+    task calls, returned. Call it with the module and the name; it returns the list."""
+    from config.celery import app as celery_app
+    from enumeration import tasks
+
+    def record(module, name: str) -> list:
+        runs: list = []
+        real = getattr(module, name)
+
+        def counted(**kwargs):
+            runs.append(real(**kwargs))
+            return runs[-1]
+
+        monkeypatch.setattr(module, name, counted)
+        return runs
+
+    monkeypatch.setattr(tasks, "_purge_seconds", lambda: 0)
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    return record

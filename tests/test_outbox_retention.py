@@ -12,7 +12,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from config.celery import app as celery_app
 from enumeration import tasks
 from enumeration.models import DomainEvent
 from enumeration.services import events
@@ -73,21 +72,12 @@ def test_a_window_of_zero_days_keeps_every_event(settings) -> None:
 
 
 def test_a_run_out_of_time_stops_after_one_chunk_and_its_task_hands_on_the_rest(
-    settings, monkeypatch
+    settings, runs_without_budget
 ) -> None:
     # Given 10 expired events, 4 per transaction, and a task with no time to spend
     settings.CENSUS = {**settings.CENSUS, "EVENT_RETENTION_DAYS": 1, "RETENTION_CHUNK": 4}
     _events(10, dispatched_days_ago=2)
-    monkeypatch.setattr(tasks, "_purge_seconds", lambda: 0)
-    runs = []
-    real = events.events_prune_expired
-
-    def counted(**kwargs):
-        runs.append(real(**kwargs))
-        return runs[-1]
-
-    monkeypatch.setattr(events, "events_prune_expired", counted)
-    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    runs = runs_without_budget(events, "events_prune_expired")
 
     # When the retention task runs (its re-sends run in process, as a worker would take them)
     tasks.prune_events.delay()

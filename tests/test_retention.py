@@ -11,7 +11,6 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from config.celery import app as celery_app
 from enumeration import tasks
 from enumeration.choices import SessionStatus
 from enumeration.models import (
@@ -153,7 +152,7 @@ def test_a_directory_larger_than_a_chunk_is_deleted_a_chunk_per_transaction(tmp_
 
 
 def test_the_retention_task_spends_its_budget_then_hands_the_rest_to_a_task_of_its_own(
-    tmp_path, settings, monkeypatch
+    tmp_path, settings, runs_without_budget
 ):
     # Given three marked sessions of 5 directories each, deleted 10 records per transaction, and
     # a retention task with no time to spend: each run gets one transaction
@@ -161,18 +160,9 @@ def test_the_retention_task_spends_its_budget_then_hands_the_rest_to_a_task_of_i
     doomed = [finished(make_share(tmp_path, name)) for name in ("a", "b", "c")]
     for session in doomed:
         session_purge_start(session_id=session.pk)
-    monkeypatch.setattr(tasks, "_purge_seconds", lambda: 0)
-    runs = []
-    real = retention.sessions_purge_expired
-
-    def counted(**kwargs):
-        runs.append(real(**kwargs))
-        return runs[-1]
-
-    monkeypatch.setattr(retention, "sessions_purge_expired", counted)
+    runs = runs_without_budget(retention, "sessions_purge_expired")
     # When the retention task runs, its re-sends run in process (eager, as a worker would take
     # them one after another)
-    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
     tasks.purge_sessions.delay()
     # Then every run stopped after its first transaction and handed the rest on, until all three
     # sessions were gone
