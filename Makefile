@@ -20,8 +20,15 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-venv: $(VENV)/.runtime
-venv-dev: $(VENV)/.dev
+# The compiled listing (enumeration/connectors/_scan.c). Without a C compiler Census runs its
+# pure-Python twin, slower: `manage.py check` says so.
+$(VENV)/.compiled: enumeration/connectors/_scan.c setup.py | $(VENV)/.runtime
+	$(BIN)/python setup.py -q build_ext --inplace \
+		|| echo "census: the compiled listing was not built; the pure-Python listing will run" >&2
+	touch $@
+
+venv: $(VENV)/.runtime $(VENV)/.compiled
+venv-dev: $(VENV)/.dev $(VENV)/.compiled
 
 # The main job on the embedded default: SQLite and an in-process worker, nothing else needed.
 demo: venv

@@ -1117,9 +1117,11 @@ def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> 
     import uuid
     from types import SimpleNamespace
 
+    from django.conf import settings
     from django.db import connection, transaction
 
     from enumeration.conf import engine_settings
+    from enumeration.connectors.compiled import BUILT
     from enumeration.connectors.filesystem import FilesystemConnector
     from enumeration.connectors.keys import encode_key
     from enumeration.models import TaskOutputRecord
@@ -1131,33 +1133,58 @@ def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> 
     _bare_listing(units)
     bare = _process_seconds() - started
 
-    connector = FilesystemConnector()
-    started = _process_seconds()
-    listed = [
-        (
-            unit,
-            [e for batch in connector.list_unit(unit, batch_size=10**9) for e in batch],
-        )
-        for unit in units
-    ]
-    listing = _process_seconds() - started
-    entries = sum(len(found) for _, found in listed)
-    if entries != tree.entries:
-        raise BenchError(f"the connector listed {entries:,} entries, the tree has {tree.entries:,}")
+    def list_all(compiled_listing: bool) -> tuple[list, float]:
+        connector = FilesystemConnector(compiled_listing=compiled_listing)
+        started = _process_seconds()
+        listed = [
+            (
+                unit,
+                [
+                    e
+                    for batch in connector.list_unit(unit, batch_size=cfg.listing_batch_size)
+                    for e in batch
+                ],
+            )
+            for unit in units
+        ]
+        seconds = _process_seconds() - started
+        entries = sum(len(found) for _, found in listed)
+        if entries != tree.entries:
+            raise BenchError(
+                f"the connector listed {entries:,} entries, the tree has {tree.entries:,}"
+            )
+        return listed, seconds
 
-    # Units grouped into commits as the workers group them; each unit its own batch id.
-    task = SimpleNamespace(session_id=uuid.uuid4(), pk=uuid.uuid4())
-    started = _process_seconds()
-    copies, group, size, next_id = [], [], 0, 1
-    for number, (unit, found) in enumerate(listed, 1):
-        group.append(_RowGroup(encode_key(unit), uuid7(), found))
-        size += len(found)
-        if size >= cfg.group_commit_entries or number == len(listed):
-            copies.append(_binary_rows(task, group, iter(range(next_id, next_id + size))))
-            next_id += size
-            group, size = [], 0
-    encoding = _process_seconds() - started
-    del listed
+    def encode_all(listed: list, compiled_rows: bool) -> tuple[list[bytes], float]:
+        """Units grouped into commits as the workers group them; each unit its own batch id."""
+        settings.CENSUS = {**settings.CENSUS, "COMPILED_LISTING": compiled_rows}
+        task = SimpleNamespace(session_id=uuid.uuid4(), pk=uuid.uuid4())
+        started = _process_seconds()
+        copies, group, size, next_id = [], [], 0, 1
+        for number, (unit, found) in enumerate(listed, 1):
+            group.append(_RowGroup(encode_key(unit), uuid7(), found))
+            size += len(found)
+            if size >= cfg.group_commit_entries or number == len(listed):
+                copies.append(_binary_rows(task, group, iter(range(next_id, next_id + size))))
+                next_id += size
+                group, size = [], 0
+        return copies, _process_seconds() - started
+
+    saved = settings.CENSUS
+    try:
+        listed, listing = list_all(compiled_listing=False)
+        copies, encoding = encode_all(listed, compiled_rows=False)
+        del listed
+        compiled_listing = compiled_encoding = None
+        if BUILT:
+            listed, compiled_listing = list_all(compiled_listing=True)
+            compiled_copies, compiled_encoding = encode_all(listed, compiled_rows=True)
+            del listed
+            if [len(c) for c in compiled_copies] != [len(c) for c in copies]:
+                raise BenchError("the compiled rows differ in length from the pure-Python rows")
+            del compiled_copies
+    finally:
+        settings.CENSUS = saved
 
     def copy_into(keys: str) -> tuple[float, float, float, int]:
         """The COPYs into a fresh table of the output table's columns (``keys``: its indexes or
@@ -1192,6 +1219,8 @@ def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> 
         "bare_listing": bare,
         "connector": listing,
         "copy_rows": encoding,
+        "compiled_connector": compiled_listing,
+        "compiled_copy_rows": compiled_encoding,
         "copy_wall": keyed[0],
         "copy_backend": keyed[1],
         "copy_client": keyed[2],
@@ -1201,6 +1230,11 @@ def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> 
         "keyless_copy_wal": keyless[3],
         "commits": len(copies),
     }
+
+
+BOUND_BARE = "bare listing + COPY"
+BOUND_PYTHON = "Census's connector + rows + COPY"
+BOUND_COMPILED = "Census's compiled connector + rows + COPY"
 
 
 def bench_bound(args: argparse.Namespace, results: dict) -> None:
@@ -1242,18 +1276,27 @@ def bench_bound(args: argparse.Namespace, results: dict) -> None:
             f"{cpu['keyless_copy_wal'] * per_entry / 1e6:.0f} B of WAL)  "
             f"[load {load_before} -> {load_average()}{_steal(times_before)}]"
         )
-        rounds.append(
-            {
-                "floor_s": floor["seconds"],
-                "bare listing + COPY": cpu["bare_listing"] + copy_cpu,
-                "Census's connector + rows + COPY": cpu["connector"] + cpu["copy_rows"] + copy_cpu,
-                "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
-            }
-        )
+        figures = {
+            "floor_s": floor["seconds"],
+            BOUND_BARE: cpu["bare_listing"] + copy_cpu,
+            BOUND_PYTHON: cpu["connector"] + cpu["copy_rows"] + copy_cpu,
+            "cpu_s": {k: round(v, 2) for k, v in cpu.items() if v is not None},
+        }
+        if cpu["compiled_connector"] is not None:
+            say(
+                f"  compiled (_scan.c): connector {cpu['compiled_connector'] * per_entry:.1f} µs, "
+                f"COPY rows {cpu['compiled_copy_rows'] * per_entry:.1f} µs"
+            )
+            figures[BOUND_COMPILED] = (
+                cpu["compiled_connector"] + cpu["compiled_copy_rows"] + copy_cpu
+            )
+        rounds.append(figures)
     floor_s = statistics.median(r["floor_s"] for r in rounds)
     medians = f", medians of {len(rounds)} rounds" if len(rounds) > 1 else ""
     bound = {}
-    for name in ("bare listing + COPY", "Census's connector + rows + COPY"):
+    for name in (BOUND_BARE, BOUND_PYTHON, BOUND_COMPILED):
+        if name not in rounds[0]:
+            continue
         seconds = statistics.median(r[name] for r in rounds)
         best = seconds / cores
         ratio = floor_s / best

@@ -217,6 +217,9 @@ CENSUS = {
     # How long a dispatch holds the events it hands on: one that dies is redone after this.
     # Longer than the handlers take for DISPATCH_CHUNK (500) events, or they run twice.
     "EVENT_CLAIM_SECONDS": _env_int_between("CENSUS_EVENT_CLAIM_SECONDS", 300, 1),
+    # The compiled listing and row encoding (enumeration/connectors/_scan.c), where built;
+    # false runs their pure-Python twins.
+    "COMPILED_LISTING": env.bool("CENSUS_COMPILED_LISTING", default=True),
     # Test hook: "<directory name>:<batches before pausing>:<seconds>" pauses one listing once.
     "TEST_PAUSE_LISTING": env.str("CENSUS_TEST_PAUSE_LISTING", default=""),
 }

@@ -13,6 +13,7 @@ class EnumerationConfig(AppConfig):
     verbose_name = "Enumeration"
 
     def ready(self) -> None:
-        from enumeration import signals  # noqa: F401  (connects the worker start-up hook)
+        # Imported for what they register: the system checks, the worker start-up hook.
+        from enumeration import checks, signals  # noqa: F401
 
         post_migrate.connect(_install_periodic_jobs, sender=self)

@@ -1,3 +1,8 @@
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["tests.fixtures.trees", "tests.fixtures.workers"]
@@ -26,3 +31,14 @@ def runs_without_budget(monkeypatch):
     monkeypatch.setattr(tasks, "_purge_seconds", lambda: 0)
     monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
     return record
+
+
+@pytest.fixture
+def tmpfs_path():
+    """A directory on tmpfs, which keeps modification times far beyond a datetime's range (the
+    test machine's ext4 clamps them to 1901-2446)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.fail("/dev/shm (tmpfs) is needed for this test")
+    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="census-test-"))
+    yield path
+    shutil.rmtree(path)

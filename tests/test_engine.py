@@ -3,11 +3,9 @@ Pipeliner, Reaper and session outcomes. Worker-process behaviour is in test_work
 
 import os
 import shutil
-import tempfile
 import time
 import tracemalloc
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -17,7 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
-from enumeration.connectors import filesystem
+from enumeration.connectors.compiled import BUILT as compiled_listing_built
 from enumeration.connectors.keys import decode_key, encode_key, key_hash
 from enumeration.idranges import ranges_ids
 from enumeration.models import (
@@ -91,17 +89,6 @@ def test_empty_directory_gets_a_completion_marker(tmp_path):
     batch = Batch.objects.get(session=session)
     assert batch.status == BatchStatus.SUCCEEDED
     assert batch.items_processed == 0
-
-
-@pytest.fixture
-def tmpfs_path():
-    """A directory on tmpfs, which keeps modification times far beyond a datetime's range (the
-    test machine's ext4 clamps them to 1901-2446)."""
-    if not os.path.isdir("/dev/shm"):
-        pytest.fail("/dev/shm (tmpfs) is needed for this test")
-    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="census-test-"))
-    yield path
-    shutil.rmtree(path)
 
 
 def test_a_modification_time_no_record_can_hold_is_kept_in_metadata_and_loses_nothing(
@@ -389,23 +376,30 @@ def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
         engine._heartbeat(task.pk, "first", engine.engine_settings().lease)
 
 
+@pytest.mark.parametrize("compiled_listing", [True, False], ids=["compiled", "python"])
 def test_a_resumed_listing_keeps_its_lease_while_a_long_run_of_staged_entries_goes_by(
-    tmp_path, settings, monkeypatch
+    tmp_path, settings, monkeypatch, compiled_listing
 ):
     # Given a directory of 3,000 files, 2,500 of them staged by an attempt that died
-    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 100, "LEASE_SECONDS": 2}
+    settings.CENSUS = {
+        **settings.CENSUS,
+        "LISTING_BATCH_SIZE": 100,
+        "LEASE_SECONDS": 2,
+        "COMPILED_LISTING": compiled_listing,
+    }
+    if compiled_listing and not compiled_listing_built:
+        pytest.skip("the compiled listing is not built")
     session, task = _interrupted_after_staging(tmp_path, files=3000, batches=25, batch_size=100)
     # And going past an entry takes a millisecond (a slow share), while beat's Reaper runs
     # alongside: skipping the staged entries takes longer than the lease
-    real_hash, calls, taken_back = filesystem._blake2b, iter(range(10**6)), []
+    real_among, taken_back = engine.StagedExclusion.among, []
 
-    def slow_hash(data: bytes, digest_size: int):
-        time.sleep(0.001)
-        if next(calls) % 100 == 0:
-            taken_back.append(tasks_reap().requeued)
-        return real_hash(data, digest_size=digest_size)
+    def slow_among(self, digests):
+        time.sleep(0.001 * len(digests))
+        taken_back.append(tasks_reap().requeued)
+        return real_among(self, digests)
 
-    monkeypatch.setattr(filesystem, "_blake2b", slow_hash)
+    monkeypatch.setattr(engine.StagedExclusion, "among", slow_among)
     # When another worker resumes the task
     outcome = task_run(task_id=task.pk, worker_id="second")
     # Then it renewed its lease while it skipped, and completed with exactly the 3,000 files

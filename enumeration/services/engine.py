@@ -39,6 +39,7 @@ from config.logging import log_context
 from enumeration.choices import BatchStatus, RecordType, SessionStatus, TaskKind, TaskStatus
 from enumeration.conf import EngineSettings, engine_settings
 from enumeration.connectors import Entry, UnitUnreadable, UnitVanished, connector_for
+from enumeration.connectors.compiled import compiled
 from enumeration.connectors.keys import RAW_PREFIX, decode_key, encode_key, key_hash
 from enumeration.idranges import IdRange, leading_ranges
 from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, TaskOutputRecord
@@ -215,9 +216,16 @@ def _entry_fields(e: Entry, key: bytes, name: bytes) -> bytes:
     )
 
 
+def _metadata_field(metadata: dict) -> bytes:
+    data = json.dumps(metadata).encode()
+    return _LEN(len(data) + 1) + b"\x01" + data
+
+
 def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None = None) -> bytes:
     """The rows of ``groups`` (with ``_ROW_COLUMNS`` and the extra column) as binary COPY; each
-    row led by the next of ``ids`` when given."""
+    row led by the next of ``ids`` when given. The loop over a group's entries is compiled
+    where the listing is (``_scan.encode_rows``); the loop here is its pure-Python twin."""
+    scan = compiled()
     out = bytearray(_COPY_HEADER)
     field_count = len(_ROW_COLUMNS) + 1 + (ids is not None)
     count = b"" if ids is not None else struct.pack(">h", field_count)
@@ -235,6 +243,20 @@ def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None 
         extra = group.extra
         suffix = _LEN(16) + (extra.bytes if isinstance(extra, uuid.UUID) else bytes.fromhex(extra))
         empty_tail = _EMPTY_JSONB + suffix
+        if scan is not None:
+            scan.encode_rows(
+                out,
+                group.entries,
+                heads,
+                empty_tail,
+                suffix,
+                ids,
+                field_count,
+                encode_key,
+                _entry_fields,
+                _metadata_field,
+            )
+            continue
         # This loop runs once per entry: the common case is inlined.
         for e in group.entries:
             # A key is stored as ``encode_key`` makes it; ASCII bytes without the base64 mark
@@ -265,10 +287,7 @@ def _binary_rows(task: Task, groups: list[_RowGroup], ids: Iterator[int] | None 
             else:
                 out += _entry_fields(e, key, name)
             if e.metadata:
-                data = json.dumps(e.metadata).encode()
-                out += _LEN(len(data) + 1)
-                out += b"\x01"
-                out += data
+                out += _metadata_field(e.metadata)
                 out += suffix
             else:
                 out += empty_tail

@@ -1,0 +1,706 @@
+/*
+ * The per-entry work of a directory listing and of its output rows, compiled.
+ *
+ * `Scanner` is `FilesystemConnector`'s pure-Python listing (`os.scandir` and `lstat`), entry by
+ * entry: the same records, keys and digests, in the same order. Its system calls run without
+ * the GIL, a batch at a time. An entry that needs more than a directory's or a file's record
+ * (a symlink, an `lstat` that failed, a time past what 64 bits of nanoseconds hold) is handed
+ * back to Python, which makes its record as the pure-Python listing does.
+ *
+ * `encode_rows` is `engine._binary_rows`'s loop over one group of entries: PostgreSQL's binary
+ * COPY rows, byte for byte. What is rare (a key that is not ASCII, a missing size or time, an
+ * entry's metadata) it asks Python for, through the callables it is given.
+ *
+ * tests/test_compiled_listing.py holds both against their pure-Python twins.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* What `configure` is given: the Entry type (a NamedTuple), the record types, hashlib.blake2b. */
+static PyObject *entry_type, *type_file, *type_directory, *type_other, *blake2b;
+static PyObject *digest_size_kwnames, *sixteen, *str_digest;
+
+#define ENTRY_FIELDS 7 /* record_type, key, digest, name, size, mtime_ns, metadata */
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *e, *f, *d, *o, *b;
+    if (!PyArg_ParseTuple(args, "O!OOOO:configure", &PyType_Type, &e, &f, &d, &o, &b))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)e, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "configure: the entry type must be a tuple type");
+        return NULL;
+    }
+    Py_INCREF(e);
+    Py_XSETREF(entry_type, e);
+    Py_INCREF(f);
+    Py_XSETREF(type_file, f);
+    Py_INCREF(d);
+    Py_XSETREF(type_directory, d);
+    Py_INCREF(o);
+    Py_XSETREF(type_other, o);
+    Py_INCREF(b);
+    Py_XSETREF(blake2b, b);
+    Py_RETURN_NONE;
+}
+
+/* --- listing ------------------------------------------------------------------------------ */
+
+enum kind { K_DIRECTORY, K_FILE, K_OTHER, K_PYTHON, K_GONE };
+
+typedef struct {
+    size_t name_at, name_len;
+    enum kind kind;
+    int64_t size, mtime_ns;
+} raw_entry;
+
+typedef struct {
+    raw_entry *entries;
+    size_t count, capacity;
+    char *names;
+    size_t names_len, names_capacity;
+} raw_batch;
+
+static int
+raw_batch_add(raw_batch *b, const char *name, size_t len)
+{
+    if (b->count == b->capacity) {
+        size_t capacity = b->capacity ? b->capacity * 2 : 128;
+        raw_entry *grown = realloc(b->entries, capacity * sizeof(raw_entry));
+        if (grown == NULL)
+            return -1;
+        b->entries = grown;
+        b->capacity = capacity;
+    }
+    if (b->names_len + len > b->names_capacity) {
+        size_t capacity = b->names_capacity ? b->names_capacity : 4096;
+        while (capacity < b->names_len + len)
+            capacity *= 2;
+        char *grown = realloc(b->names, capacity);
+        if (grown == NULL)
+            return -1;
+        b->names = grown;
+        b->names_capacity = capacity;
+    }
+    memcpy(b->names + b->names_len, name, len);
+    raw_entry *e = &b->entries[b->count++];
+    e->name_at = b->names_len;
+    e->name_len = len;
+    b->names_len += len;
+    return 0;
+}
+
+static void
+raw_batch_free(raw_batch *b)
+{
+    free(b->entries);
+    free(b->names);
+}
+
+/* The seconds whose nanoseconds fit in 64 bits with room to spare: every such time is within
+ * the years a record holds (base.MTIME_MIN_NS..MTIME_MAX_NS); Python judges the others. */
+#define SAFE_SECONDS 9000000000LL
+
+/* What the pure-Python listing makes of an entry, by its d_type and (for what is not a
+ * directory) its lstat; called without the GIL. */
+static void
+raw_entry_classify(int dir_fd, const char *name, unsigned char d_type, raw_entry *e)
+{
+    struct stat st;
+    if (d_type == DT_DIR) {
+        e->kind = K_DIRECTORY;
+        return;
+    }
+    if (d_type == DT_LNK) {
+        e->kind = K_PYTHON;
+        return;
+    }
+    if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        e->kind = errno == ENOENT ? K_GONE : K_PYTHON;
+        return;
+    }
+    if (d_type == DT_UNKNOWN) {
+        /* os.DirEntry asks lstat what the entry is when the directory did not say. */
+        if (S_ISDIR(st.st_mode)) {
+            e->kind = K_DIRECTORY;
+            return;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            e->kind = K_PYTHON;
+            return;
+        }
+    }
+    if (st.st_mtim.tv_sec > SAFE_SECONDS || st.st_mtim.tv_sec < -SAFE_SECONDS) {
+        e->kind = K_PYTHON;
+        return;
+    }
+    e->kind = S_ISREG(st.st_mode) ? K_FILE : K_OTHER;
+    e->size = (int64_t)st.st_size;
+    e->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
+
+typedef struct {
+    PyObject_HEAD
+    DIR *dir;
+    PyObject *unit; /* bytes */
+    int separator;  /* whether a '/' goes between the unit and a name */
+} Scanner;
+
+static int
+Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"unit", NULL};
+    PyObject *unit;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:Scanner", keywords, &PyBytes_Type, &unit))
+        return -1;
+    if (self->dir != NULL)
+        closedir(self->dir);
+    Py_INCREF(unit);
+    Py_XSETREF(self->unit, unit);
+    const char *path = PyBytes_AS_STRING(unit);
+    Py_ssize_t len = PyBytes_GET_SIZE(unit);
+    if ((Py_ssize_t)strlen(path) != len) {
+        PyErr_SetString(PyExc_ValueError, "Scanner: embedded null character in path");
+        return -1;
+    }
+    self->separator = len > 0 && path[len - 1] != '/';
+    DIR *dir;
+    Py_BEGIN_ALLOW_THREADS
+    dir = opendir(path);
+    Py_END_ALLOW_THREADS
+    if (dir == NULL) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, unit);
+        return -1;
+    }
+    self->dir = dir;
+    return 0;
+}
+
+static void
+Scanner_close_dir(Scanner *self)
+{
+    if (self->dir != NULL) {
+        closedir(self->dir);
+        self->dir = NULL;
+    }
+}
+
+static void
+Scanner_dealloc(Scanner *self)
+{
+    Scanner_close_dir(self);
+    Py_XDECREF(self->unit);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Scanner_close(Scanner *self, PyObject *Py_UNUSED(ignored))
+{
+    Scanner_close_dir(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Scanner_enter(Scanner *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+Scanner_exit(Scanner *self, PyObject *args)
+{
+    Scanner_close_dir(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+key_digest(PyObject *key)
+{
+    PyObject *args[2] = {key, sixteen};
+    PyObject *hash = PyObject_Vectorcall(blake2b, args, 1, digest_size_kwnames);
+    if (hash == NULL)
+        return NULL;
+    PyObject *digest = PyObject_CallMethodNoArgs(hash, str_digest);
+    Py_DECREF(hash);
+    return digest;
+}
+
+static PyObject *
+entry_new(PyObject *record_type, PyObject *key, PyObject *digest, PyObject *name,
+          PyObject *size, PyObject *mtime_ns)
+{
+    /* A NamedTuple's own __new__ is Python; its fields are all given here. */
+    PyObject *entry = ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type,
+                                                            ENTRY_FIELDS);
+    if (entry == NULL)
+        return NULL;
+    PyObject *fields[ENTRY_FIELDS] = {record_type, key, digest, name, size, mtime_ns, Py_None};
+    for (int i = 0; i < ENTRY_FIELDS; i++) {
+        PyTuple_SET_ITEM(entry, i, Py_NewRef(fields[i]));
+    }
+    return entry;
+}
+
+/* The Python objects of one listed batch: (entries, handed back), or NULL. `entries` holds
+ * None where an entry is handed back; `handed back` holds (index, key, name, digest) for each. */
+static PyObject *
+raw_batch_objects(Scanner *self, raw_batch *b)
+{
+    PyObject *entries = PyList_New(0), *handed = PyList_New(0), *result = NULL;
+    if (entries == NULL || handed == NULL)
+        goto done;
+    const char *unit = PyBytes_AS_STRING(self->unit);
+    size_t unit_len = (size_t)PyBytes_GET_SIZE(self->unit);
+    for (size_t i = 0; i < b->count; i++) {
+        raw_entry *e = &b->entries[i];
+        if (e->kind == K_GONE)
+            continue; /* removed between the listing and its lstat: not there any more */
+        const char *name_bytes = b->names + e->name_at;
+        PyObject *name = PyBytes_FromStringAndSize(name_bytes, (Py_ssize_t)e->name_len);
+        PyObject *key = PyBytes_FromStringAndSize(
+            NULL, (Py_ssize_t)(unit_len + self->separator + e->name_len));
+        if (name == NULL || key == NULL) {
+            Py_XDECREF(name);
+            Py_XDECREF(key);
+            goto done;
+        }
+        char *at = PyBytes_AS_STRING(key);
+        memcpy(at, unit, unit_len);
+        if (self->separator)
+            at[unit_len] = '/';
+        memcpy(at + unit_len + self->separator, name_bytes, e->name_len);
+        PyObject *digest = key_digest(key);
+        PyObject *item = NULL;
+        if (digest != NULL) {
+            if (e->kind == K_PYTHON) {
+                item = Py_BuildValue("(nOOO)", PyList_GET_SIZE(entries), key, name, digest);
+                if (item != NULL && PyList_Append(handed, item) == 0) {
+                    Py_DECREF(item);
+                    item = Py_NewRef(Py_None);
+                }
+                else {
+                    Py_CLEAR(item);
+                }
+            }
+            else if (e->kind == K_DIRECTORY) {
+                item = entry_new(type_directory, key, digest, name, Py_None, Py_None);
+            }
+            else {
+                PyObject *size = PyLong_FromLongLong(e->size);
+                PyObject *mtime = PyLong_FromLongLong(e->mtime_ns);
+                if (size != NULL && mtime != NULL)
+                    item = entry_new(e->kind == K_FILE ? type_file : type_other, key, digest,
+                                     name, size, mtime);
+                Py_XDECREF(size);
+                Py_XDECREF(mtime);
+            }
+        }
+        Py_XDECREF(digest);
+        Py_DECREF(key);
+        Py_DECREF(name);
+        if (item == NULL)
+            goto done;
+        int failed = PyList_Append(entries, item);
+        Py_DECREF(item);
+        if (failed)
+            goto done;
+    }
+    result = PyTuple_Pack(2, entries, handed);
+done:
+    Py_XDECREF(entries);
+    Py_XDECREF(handed);
+    return result;
+}
+
+/* Scanner.next_batch(size): up to `size` entries, as (entries, handed back), or None once the
+ * directory is listed to its end. An OSError of the listing itself is raised. */
+static PyObject *
+Scanner_next_batch(Scanner *self, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size < 1) {
+        PyErr_SetString(PyExc_ValueError, "next_batch: the batch size must be at least 1");
+        return NULL;
+    }
+    if (self->dir == NULL) {
+        PyErr_SetString(PyExc_ValueError, "next_batch: the scanner is closed");
+        return NULL;
+    }
+    raw_batch b = {0};
+    int error = 0, out_of_memory = 0;
+    DIR *dir = self->dir;
+    Py_BEGIN_ALLOW_THREADS
+    int fd = dirfd(dir);
+    while ((Py_ssize_t)b.count < size) {
+        errno = 0;
+        struct dirent *d = readdir(dir);
+        if (d == NULL) {
+            error = errno;
+            break;
+        }
+        const char *name = d->d_name;
+        if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')))
+            continue;
+        if (raw_batch_add(&b, name, strlen(name)) != 0) {
+            out_of_memory = 1;
+            break;
+        }
+        raw_entry_classify(fd, name, d->d_type, &b.entries[b.count - 1]);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
+    if (out_of_memory) {
+        PyErr_NoMemory();
+    }
+    else if (error) {
+        errno = error;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, self->unit);
+    }
+    else if (b.count == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        result = raw_batch_objects(self, &b);
+    }
+    raw_batch_free(&b);
+    return result;
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"next_batch", (PyCFunction)Scanner_next_batch, METH_O,
+     "next_batch(size): up to size entries as (entries, handed back), or None at the end."},
+    {"close", (PyCFunction)Scanner_close, METH_NOARGS, "Close the directory."},
+    {"__enter__", (PyCFunction)Scanner_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)Scanner_exit, METH_VARARGS, NULL},
+    {NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "enumeration.connectors._scan.Scanner",
+    .tp_doc = PyDoc_STR("Scanner(unit): one level of a directory, listed in batches."),
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+/* --- binary COPY rows --------------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    size_t len, capacity;
+} buffer;
+
+static int
+buffer_reserve(buffer *b, size_t more)
+{
+    if (b->len + more <= b->capacity)
+        return 0;
+    size_t capacity = b->capacity ? b->capacity : 65536;
+    while (capacity < b->len + more)
+        capacity *= 2;
+    char *grown = realloc(b->data, capacity);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = grown;
+    b->capacity = capacity;
+    return 0;
+}
+
+static void
+put(buffer *b, const void *data, size_t len)
+{
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+static void
+put_i16(buffer *b, int16_t v)
+{
+    uint16_t u = (uint16_t)v;
+    unsigned char out[2] = {(unsigned char)(u >> 8), (unsigned char)u};
+    put(b, out, 2);
+}
+
+static void
+put_i32(buffer *b, int32_t v)
+{
+    uint32_t u = (uint32_t)v;
+    unsigned char out[4] = {(unsigned char)(u >> 24), (unsigned char)(u >> 16),
+                            (unsigned char)(u >> 8), (unsigned char)u};
+    put(b, out, 4);
+}
+
+static void
+put_i64(buffer *b, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    unsigned char out[8];
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (unsigned char)u;
+        u >>= 8;
+    }
+    put(b, out, 8);
+}
+
+static int
+put_bytes_object(buffer *b, PyObject *value)
+{
+    if (!PyBytes_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "encode_rows: expected bytes, got %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    if (buffer_reserve(b, (size_t)PyBytes_GET_SIZE(value)) != 0)
+        return -1;
+    put(b, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+    return 0;
+}
+
+static const char RAW_PREFIX[] = "base64:";
+
+/* Whether a key's bytes are already what `keys.encode_key` stores: ASCII, without the mark. */
+static int
+stored_as_is(PyObject *raw)
+{
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(raw);
+    Py_ssize_t len = PyBytes_GET_SIZE(raw);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (s[i] & 0x80)
+            return 0;
+    }
+    return !(len >= (Py_ssize_t)sizeof(RAW_PREFIX) - 1 &&
+             memcmp(s, RAW_PREFIX, sizeof(RAW_PREFIX) - 1) == 0);
+}
+
+/* A key as stored, UTF-8 encoded: the raw bytes themselves, or encode_key's text. New ref. */
+static PyObject *
+stored_key(PyObject *raw, PyObject *encode_key)
+{
+    if (!PyBytes_Check(raw)) {
+        PyErr_Format(PyExc_TypeError, "encode_rows: a key must be bytes, not %.100s",
+                     Py_TYPE(raw)->tp_name);
+        return NULL;
+    }
+    if (stored_as_is(raw))
+        return Py_NewRef(raw);
+    PyObject *text = PyObject_CallOneArg(encode_key, raw);
+    if (text == NULL)
+        return NULL;
+    PyObject *encoded = PyUnicode_AsUTF8String(text);
+    Py_DECREF(text);
+    return encoded;
+}
+
+/* A Python int as 64 bits; 0 with *fits cleared when it does not fit (or is not an int). */
+static int64_t
+as_int64(PyObject *value, int *fits)
+{
+    int overflow = 0;
+    long long v = PyLong_Check(value) ? PyLong_AsLongLongAndOverflow(value, &overflow) : 0;
+    if (!PyLong_Check(value) || overflow || (v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        *fits = 0;
+        return 0;
+    }
+    return (int64_t)v;
+}
+
+#define PG_EPOCH_US 946684800000000LL /* 2000-01-01 UTC, in Unix microseconds */
+
+static int64_t
+floor_div_1000(int64_t v)
+{
+    int64_t q = v / 1000;
+    return (v % 1000 != 0 && v < 0) ? q - 1 : q;
+}
+
+/* One entry's row (after its id, if any); 0 or -1 with an exception set. */
+static int
+encode_row(buffer *out, PyObject *entry, PyObject *heads, PyObject *empty_tail,
+           PyObject *suffix, PyObject *encode_key, PyObject *entry_fields,
+           PyObject *metadata_field)
+{
+    PyObject *head = PyDict_GetItemWithError(heads, PyTuple_GET_ITEM(entry, 0));
+    if (head == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, PyTuple_GET_ITEM(entry, 0));
+        return -1;
+    }
+    if (put_bytes_object(out, head) != 0)
+        return -1;
+    PyObject *key = stored_key(PyTuple_GET_ITEM(entry, 1), encode_key);
+    if (key == NULL)
+        return -1;
+    PyObject *name = stored_key(PyTuple_GET_ITEM(entry, 3), encode_key);
+    if (name == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    PyObject *digest = PyTuple_GET_ITEM(entry, 2);
+    PyObject *size = PyTuple_GET_ITEM(entry, 4), *mtime = PyTuple_GET_ITEM(entry, 5);
+    int fits = size != Py_None && mtime != Py_None && PyBytes_Check(digest) &&
+               PyBytes_GET_SIZE(digest) == 16;
+    int64_t size_v = fits ? as_int64(size, &fits) : 0;
+    int64_t mtime_v = fits ? as_int64(mtime, &fits) : 0;
+    int status = 0;
+    if (fits) {
+        /* The common case, a file: its key, hash, name, size and time, as _file_packer packs. */
+        size_t key_len = (size_t)PyBytes_GET_SIZE(key), name_len = (size_t)PyBytes_GET_SIZE(name);
+        if (key_len > INT32_MAX || name_len > INT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "encode_rows: a key too long for a row");
+            status = -1;
+        }
+        else if (buffer_reserve(out, 4 + key_len + 4 + 16 + 4 + name_len + 12 + 12) != 0) {
+            status = -1;
+        }
+        else {
+            put_i32(out, (int32_t)key_len);
+            put(out, PyBytes_AS_STRING(key), key_len);
+            put_i32(out, 16);
+            put(out, PyBytes_AS_STRING(digest), 16);
+            put_i32(out, (int32_t)name_len);
+            put(out, PyBytes_AS_STRING(name), name_len);
+            put_i32(out, 8);
+            put_i64(out, size_v);
+            put_i32(out, 8);
+            put_i64(out, floor_div_1000(mtime_v) - PG_EPOCH_US);
+        }
+    }
+    else {
+        PyObject *fields = PyObject_CallFunctionObjArgs(entry_fields, entry, key, name, NULL);
+        status = fields == NULL ? -1 : put_bytes_object(out, fields);
+        Py_XDECREF(fields);
+    }
+    Py_DECREF(key);
+    Py_DECREF(name);
+    if (status != 0)
+        return -1;
+    PyObject *metadata = PyTuple_GET_ITEM(entry, 6);
+    int has_metadata = PyObject_IsTrue(metadata);
+    if (has_metadata < 0)
+        return -1;
+    if (!has_metadata)
+        return put_bytes_object(out, empty_tail);
+    PyObject *field = PyObject_CallOneArg(metadata_field, metadata);
+    status = field == NULL ? -1 : put_bytes_object(out, field);
+    Py_XDECREF(field);
+    return status != 0 ? -1 : put_bytes_object(out, suffix);
+}
+
+/* encode_rows(out, entries, heads, empty_tail, suffix, ids, field_count, encode_key,
+ *             entry_fields, metadata_field): append the rows of `entries` to the bytearray
+ * `out`, each led by its field count and the next of the iterator `ids` when `ids` is not None
+ * (the field count is then not in the heads). */
+static PyObject *
+encode_rows(PyObject *module, PyObject *args)
+{
+    PyObject *out, *entries, *heads, *empty_tail, *suffix, *ids, *encode_key, *entry_fields,
+        *metadata_field;
+    int field_count;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!OiOOO:encode_rows", &PyByteArray_Type, &out,
+                          &PyList_Type, &entries, &PyDict_Type, &heads, &PyBytes_Type,
+                          &empty_tail, &PyBytes_Type, &suffix, &ids, &field_count, &encode_key,
+                          &entry_fields, &metadata_field))
+        return NULL;
+    if (ids != Py_None && !PyIter_Check(ids)) {
+        PyErr_SetString(PyExc_TypeError, "encode_rows: ids must be an iterator or None");
+        return NULL;
+    }
+    buffer b = {0};
+    Py_ssize_t count = PyList_GET_SIZE(entries);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != ENTRY_FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "encode_rows: an entry must be an Entry");
+            goto failed;
+        }
+        if (ids != Py_None) {
+            PyObject *id = PyIter_Next(ids);
+            if (id == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "encode_rows: fewer ids than entries");
+                goto failed;
+            }
+            int fits = 1;
+            int64_t value = as_int64(id, &fits);
+            Py_DECREF(id);
+            if (!fits) {
+                PyErr_SetString(PyExc_OverflowError, "encode_rows: an id past 64 bits");
+                goto failed;
+            }
+            if (buffer_reserve(&b, 14) != 0)
+                goto failed;
+            put_i16(&b, (int16_t)field_count);
+            put_i32(&b, 8);
+            put_i64(&b, value);
+        }
+        if (encode_row(&b, entry, heads, empty_tail, suffix, encode_key, entry_fields,
+                       metadata_field) != 0)
+            goto failed;
+    }
+    Py_ssize_t start = PyByteArray_GET_SIZE(out);
+    if (PyByteArray_Resize(out, start + (Py_ssize_t)b.len) != 0)
+        goto failed;
+    if (b.len)
+        memcpy(PyByteArray_AS_STRING(out) + start, b.data, b.len);
+    free(b.data);
+    Py_RETURN_NONE;
+failed:
+    free(b.data);
+    return NULL;
+}
+
+/* --- module ------------------------------------------------------------------------------- */
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(entry_type, file, directory, other, blake2b): what the records are made of."},
+    {"encode_rows", encode_rows, METH_VARARGS,
+     "encode_rows(out, entries, heads, empty_tail, suffix, ids, field_count, encode_key, "
+     "entry_fields, metadata_field): binary COPY rows of entries, appended to out."},
+    {NULL},
+};
+
+static struct PyModuleDef scan_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "enumeration.connectors._scan",
+    .m_doc = "The per-entry work of a directory listing and of its output rows, compiled.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__scan(void)
+{
+    if (PyType_Ready(&ScannerType) < 0)
+        return NULL;
+    digest_size_kwnames = Py_BuildValue("(s)", "digest_size");
+    sixteen = PyLong_FromLong(16);
+    str_digest = PyUnicode_InternFromString("digest");
+    if (digest_size_kwnames == NULL || sixteen == NULL || str_digest == NULL)
+        return NULL;
+    PyObject *module = PyModule_Create(&scan_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(module, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
