@@ -63,6 +63,25 @@ def test_enumeration_matches_ground_truth_with_awkward_names(make_tree):
     assert session.items_processed == session.files_found + session.directories_found
 
 
+def test_directory_names_with_copy_escapes_are_kept_exactly(tmp_path):
+    # Given directories whose names hold what COPY's text format escapes (the Batch rows are
+    # written with it), one of them the text format's NULL
+    names = ["tab\there", "new\nline", "back\\slash", "cr\rx", "\\N", "ü\\t"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("x")
+    # When it is enumerated
+    session = drain(enumerate_target(path=tmp_path))
+    # Then each directory's completion marker names it exactly, and its records are there
+    assert session.status == SessionStatus.COMPLETED
+    units = {b.unit: b for b in Batch.objects.filter(session=session)}
+    assert set(units) == {str(tmp_path), *(str(tmp_path / n) for n in names)}
+    for name in names:
+        assert units[str(tmp_path / name)].checkpoint == {"unit": str(tmp_path / name)}
+        assert units[str(tmp_path / name)].items_processed == 1
+    assert TaskOutputRecord.objects.filter(session=session).count() == 2 * len(names)
+
+
 def test_symlinks_are_recorded_not_followed(make_tree):
     tree = make_tree(directories=20, files=50)
     session = drain(enumerate_target(path=tree.root))

