@@ -1133,53 +1133,44 @@ def _per_entry_cpu(args: argparse.Namespace, tree: Tree, units: list[bytes]) -> 
     _bare_listing(units)
     bare = _process_seconds() - started
 
-    def list_all(compiled_listing: bool) -> tuple[list, float]:
-        connector = FilesystemConnector(compiled_listing=compiled_listing)
-        started = _process_seconds()
-        listed = [
-            (
-                unit,
-                [
-                    e
-                    for batch in connector.list_unit(unit, batch_size=cfg.listing_batch_size)
-                    for e in batch
-                ],
-            )
-            for unit in units
-        ]
-        seconds = _process_seconds() - started
-        entries = sum(len(found) for _, found in listed)
+    def list_and_encode(compiled: bool) -> tuple[list[bytes], float, float]:
+        """List every unit and encode its rows, grouped into commits as the workers group
+        them (each unit its own batch id), holding one commit's entries at a time as a worker
+        does: the COPY payloads, and the CPU seconds of the listing and of the encoding."""
+        settings.CENSUS = {**saved, "COMPILED_LISTING": compiled}
+        connector = FilesystemConnector(compiled_listing=compiled)
+        task = SimpleNamespace(session_id=uuid.uuid4(), pk=uuid.uuid4())
+        copies, group, size, next_id, entries = [], [], 0, 1, 0
+        listing = encoding = 0.0
+        for number, unit in enumerate(units, 1):
+            started = _process_seconds()
+            found = [
+                e
+                for batch in connector.list_unit(unit, batch_size=cfg.listing_batch_size)
+                for e in batch
+            ]
+            listing += _process_seconds() - started
+            group.append(_RowGroup(encode_key(unit), uuid7(), found))
+            size += len(found)
+            if size >= cfg.group_commit_entries or number == len(units):
+                started = _process_seconds()
+                copies.append(_binary_rows(task, group, iter(range(next_id, next_id + size))))
+                encoding += _process_seconds() - started
+                next_id += size
+                entries += size
+                group, size = [], 0
         if entries != tree.entries:
             raise BenchError(
                 f"the connector listed {entries:,} entries, the tree has {tree.entries:,}"
             )
-        return listed, seconds
-
-    def encode_all(listed: list, compiled_rows: bool) -> tuple[list[bytes], float]:
-        """Units grouped into commits as the workers group them; each unit its own batch id."""
-        settings.CENSUS = {**settings.CENSUS, "COMPILED_LISTING": compiled_rows}
-        task = SimpleNamespace(session_id=uuid.uuid4(), pk=uuid.uuid4())
-        started = _process_seconds()
-        copies, group, size, next_id = [], [], 0, 1
-        for number, (unit, found) in enumerate(listed, 1):
-            group.append(_RowGroup(encode_key(unit), uuid7(), found))
-            size += len(found)
-            if size >= cfg.group_commit_entries or number == len(listed):
-                copies.append(_binary_rows(task, group, iter(range(next_id, next_id + size))))
-                next_id += size
-                group, size = [], 0
-        return copies, _process_seconds() - started
+        return copies, listing, encoding
 
     saved = settings.CENSUS
     try:
-        listed, listing = list_all(compiled_listing=False)
-        copies, encoding = encode_all(listed, compiled_rows=False)
-        del listed
+        copies, listing, encoding = list_and_encode(compiled=False)
         compiled_listing = compiled_encoding = None
         if BUILT:
-            listed, compiled_listing = list_all(compiled_listing=True)
-            compiled_copies, compiled_encoding = encode_all(listed, compiled_rows=True)
-            del listed
+            compiled_copies, compiled_listing, compiled_encoding = list_and_encode(compiled=True)
             if [len(c) for c in compiled_copies] != [len(c) for c in copies]:
                 raise BenchError("the compiled rows differ in length from the pure-Python rows")
             del compiled_copies

@@ -133,13 +133,30 @@ def _heartbeat(
 ) -> None:
     """Extend the lease; raise LeaseLost when it is not ours any more. Call inside a transaction.
     ``committing``: the transaction commits units, so it records that this attempt progressed."""
+    # One statement prepared here rather than by the ORM: it runs in every commit and every
+    # staged batch, and compiling it cost more than the database spent on it.
     now = timezone.now()
-    progress = {"last_commit_attempt": F("attempts")} if committing else {}
-    still_ours = Task.objects.filter(
-        pk=task_id, status=TaskStatus.RUNNING, lease_owner=worker_id
-    ).update(lease_expires_at=now + lease, heartbeat_at=now, **progress)
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _heartbeat_sql(committing),
+            [adapt(now + lease), adapt(now), _db(task_id), TaskStatus.RUNNING, worker_id],
+        )
+        still_ours = cursor.rowcount
     if not still_ours:
         raise LeaseLost(f"task {task_id} is no longer leased to {worker_id}")
+
+
+@functools.cache
+def _heartbeat_sql(committing: bool) -> str:
+    """``_heartbeat``'s UPDATE; a committing one also records that this attempt progressed."""
+    column = {f.name: connection.ops.quote_name(f.column) for f in Task._meta.fields}
+    progress = f", {column['last_commit_attempt']} = {column['attempts']}" if committing else ""
+    return (
+        f"UPDATE {Task._meta.db_table} SET {column['lease_expires_at']} = %s, "
+        f"{column['heartbeat_at']} = %s{progress} "
+        f"WHERE {column['id']} = %s AND {column['status']} = %s AND {column['lease_owner']} = %s"
+    )
 
 
 # --- writing rows ------------------------------------------------------------------------------
