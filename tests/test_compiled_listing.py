@@ -261,6 +261,20 @@ def test_the_compiled_rows_are_the_pure_python_rows_byte_for_byte(tmp_path, use_
     assert _rows(use_compiled, True, groups, ids) == _rows(use_compiled, False, groups, ids)
 
 
+@needs_build
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(
+    key=st.one_of(
+        st.binary(max_size=600),
+        st.sampled_from([b"", b"x" * 127, b"x" * 128, b"x" * 129, b"x" * 256]),
+    )
+)
+def test_the_compiled_digest_is_blake2b(key):
+    # The compiled listing hashes keys with its own BLAKE2b (RFC 7693): one block, several,
+    # and a last block full or partial
+    assert compiled().key_digest(key) == key_digest(key)
+
+
 _keys = st.binary(min_size=1, max_size=40).map(lambda b: b"/" + b.replace(b"\0", b"_"))
 _entries = st.builds(
     Entry,

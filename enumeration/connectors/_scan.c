@@ -2,7 +2,7 @@
  * The per-entry work of a directory listing and of its output rows, compiled.
  *
  * `Scanner` is `FilesystemConnector`'s pure-Python listing (`os.scandir` and `lstat`), entry by
- * entry: the same records, keys and digests, in the same order. Its system calls run without
+ * entry: the same records, keys and digests (BLAKE2b, RFC 7693, here), in the same order. Its system calls run without
  * the GIL, a batch at a time. An entry that needs more than a directory's or a file's record
  * (a symlink, an `lstat` that failed, a time past what 64 bits of nanoseconds hold) is handed
  * back to Python, which makes its record as the pure-Python listing does.
@@ -24,17 +24,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* What `configure` is given: the Entry type (a NamedTuple), the record types, hashlib.blake2b. */
-static PyObject *entry_type, *type_file, *type_directory, *type_other, *blake2b;
-static PyObject *digest_size_kwnames, *sixteen, *str_digest;
+/* What `configure` is given: the Entry type (a NamedTuple) and the record types. */
+static PyObject *entry_type, *type_file, *type_directory, *type_other;
 
 #define ENTRY_FIELDS 7 /* record_type, key, digest, name, size, mtime_ns, metadata */
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *e, *f, *d, *o, *b;
-    if (!PyArg_ParseTuple(args, "O!OOOO:configure", &PyType_Type, &e, &f, &d, &o, &b))
+    PyObject *e, *f, *d, *o;
+    if (!PyArg_ParseTuple(args, "O!OOO:configure", &PyType_Type, &e, &f, &d, &o))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)e, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "configure: the entry type must be a tuple type");
@@ -48,8 +47,6 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(type_directory, d);
     Py_INCREF(o);
     Py_XSETREF(type_other, o);
-    Py_INCREF(b);
-    Py_XSETREF(blake2b, b);
     Py_RETURN_NONE;
 }
 
@@ -222,16 +219,121 @@ Scanner_exit(Scanner *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* --- BLAKE2b (RFC 7693) with a 16-byte digest and no key: keys.key_digest ---------------- */
+
+static const uint64_t blake2b_iv[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const uint8_t blake2b_sigma[10][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+};
+
+static inline uint64_t
+rotr64(uint64_t x, int n)
+{
+    return (x >> n) | (x << (64 - n));
+}
+
+#define G(a, b, c, d, x, y)                                                                   \
+    do {                                                                                      \
+        v[a] = v[a] + v[b] + (x);                                                             \
+        v[d] = rotr64(v[d] ^ v[a], 32);                                                       \
+        v[c] = v[c] + v[d];                                                                   \
+        v[b] = rotr64(v[b] ^ v[c], 24);                                                       \
+        v[a] = v[a] + v[b] + (y);                                                             \
+        v[d] = rotr64(v[d] ^ v[a], 16);                                                       \
+        v[c] = v[c] + v[d];                                                                   \
+        v[b] = rotr64(v[b] ^ v[c], 63);                                                       \
+    } while (0)
+
+/* One 128-byte block into the state h; `counted` is the bytes hashed so far, this block's
+ * included (a key is far shorter than 2**64 bytes: the counter's high word stays 0). */
+static void
+blake2b_compress(uint64_t h[8], const uint8_t block[128], uint64_t counted, int last)
+{
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++) {
+        uint64_t w = 0;
+        for (int j = 7; j >= 0; j--)
+            w = (w << 8) | block[i * 8 + j];
+        m[i] = w;
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = blake2b_iv[i];
+    }
+    v[12] ^= counted;
+    if (last)
+        v[14] = ~v[14];
+    for (int round = 0; round < 12; round++) {
+        const uint8_t *s = blake2b_sigma[round % 10];
+        G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+#undef G
+
+#define DIGEST_SIZE 16
+
+static void
+blake2b_16(const uint8_t *data, size_t len, uint8_t out[DIGEST_SIZE])
+{
+    uint64_t h[8];
+    memcpy(h, blake2b_iv, sizeof h);
+    h[0] ^= 0x01010000ULL ^ DIGEST_SIZE; /* depth 1, fanout 1, no key, 16-byte digest */
+    size_t done = 0;
+    while (len - done > 128) { /* every block but the last, which may be full */
+        blake2b_compress(h, data + done, done + 128, 0);
+        done += 128;
+    }
+    uint8_t last[128] = {0};
+    memcpy(last, data + done, len - done);
+    blake2b_compress(h, last, len, 1);
+    for (int i = 0; i < DIGEST_SIZE; i++)
+        out[i] = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
+}
+
+/* keys.key_digest(key) for bytes, as a new 16-byte bytes object. */
 static PyObject *
 key_digest(PyObject *key)
 {
-    PyObject *args[2] = {key, sixteen};
-    PyObject *hash = PyObject_Vectorcall(blake2b, args, 1, digest_size_kwnames);
-    if (hash == NULL)
+    PyObject *digest = PyBytes_FromStringAndSize(NULL, DIGEST_SIZE);
+    if (digest == NULL)
         return NULL;
-    PyObject *digest = PyObject_CallMethodNoArgs(hash, str_digest);
-    Py_DECREF(hash);
+    blake2b_16((const uint8_t *)PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key),
+               (uint8_t *)PyBytes_AS_STRING(digest));
     return digest;
+}
+
+static PyObject *
+key_digest_function(PyObject *module, PyObject *key)
+{
+    if (!PyBytes_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "key_digest: expected bytes, got %.100s",
+                     Py_TYPE(key)->tp_name);
+        return NULL;
+    }
+    return key_digest(key);
 }
 
 static PyObject *
@@ -670,7 +772,9 @@ failed:
 
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(entry_type, file, directory, other, blake2b): what the records are made of."},
+     "configure(entry_type, file, directory, other): what the records are made of."},
+    {"key_digest", key_digest_function, METH_O,
+     "key_digest(key): keys.key_digest, 128 bits of BLAKE2b over the key's bytes."},
     {"encode_rows", encode_rows, METH_VARARGS,
      "encode_rows(out, entries, heads, empty_tail, suffix, ids, field_count, encode_key, "
      "entry_fields, metadata_field): binary COPY rows of entries, appended to out."},
@@ -689,11 +793,6 @@ PyMODINIT_FUNC
 PyInit__scan(void)
 {
     if (PyType_Ready(&ScannerType) < 0)
-        return NULL;
-    digest_size_kwnames = Py_BuildValue("(s)", "digest_size");
-    sixteen = PyLong_FromLong(16);
-    str_digest = PyUnicode_InternFromString("digest");
-    if (digest_size_kwnames == NULL || sixteen == NULL || str_digest == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&scan_module);
     if (module == NULL)

@@ -4,7 +4,6 @@
 ``CENSUS_COMPILED_LISTING=false``, the pure-Python twins run: the same records, more CPU.
 """
 
-from hashlib import blake2b
 from types import ModuleType
 
 from django.conf import settings
@@ -17,7 +16,7 @@ try:
 except ImportError:  # not built where Census was installed (no C compiler there)
     _scan = None
 else:
-    _scan.configure(Entry, RecordType.FILE, RecordType.DIRECTORY, RecordType.OTHER, blake2b)
+    _scan.configure(Entry, RecordType.FILE, RecordType.DIRECTORY, RecordType.OTHER)
 
 BUILT = _scan is not None
 
