@@ -214,7 +214,14 @@ class Worker:
     """A real `celery worker` in a process group of its own, logging to a file."""
 
     def __init__(
-        self, name: str, env: dict[str, str], logdir: Path, *, solo: bool = False, cwd: Path = REPO
+        self,
+        name: str,
+        env: dict[str, str],
+        logdir: Path,
+        *,
+        solo: bool = False,
+        cwd: Path = REPO,
+        concurrency: int = 1,
     ):
         self.name = name
         self.log = logdir / f"{name}.log"
@@ -223,7 +230,7 @@ class Worker:
         command = celery_worker_command(
             name,
             queues="enumerate,default",
-            concurrency=1,
+            concurrency=concurrency,
             pool="solo" if solo else None,
             host="census-bench",
         )
@@ -564,7 +571,9 @@ def census_run(
     spies: list[subprocess.Popen] = []
 
     def spawn(name: str) -> Worker:
-        return Worker(name, env, logdir, solo=solo, cwd=args.worker_repo)
+        return Worker(
+            name, env, logdir, solo=solo, cwd=args.worker_repo, concurrency=args.concurrency
+        )
 
     try:
         for i in range(1, workers + 1):
@@ -893,13 +902,14 @@ def bench_throughput(args: argparse.Namespace, results: dict) -> None:
     if args.fanout:
         say(
             f"\n== throughput: deep tree, {args.fanout} subdirectories x {args.depth} levels, "
-            f"{args.files_per_dir} files in each directory, {args.workers} worker(s) =="
+            f"{args.files_per_dir} files in each directory, {args.workers} worker(s) x "
+            f"{args.concurrency} process(es) =="
         )
         root = deep_tree_ensure(args.base, args.fanout, args.depth, args.files_per_dir)
     else:
         say(
             f"\n== throughput: {args.dirs:,} directories x {args.files_per_dir} files, "
-            f"{args.workers} worker(s) =="
+            f"{args.workers} worker(s) x {args.concurrency} process(es) =="
         )
         root = tree_ensure(args.base, args.dirs, args.files_per_dir)
     tree = tree_count(root)
@@ -1347,6 +1357,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers", type=int, default=2, help="throughput: worker processes (the target is for 2)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="pool processes of each worker (1: one process a worker; the Procfile runs 2)",
     )
     parser.add_argument("--base", type=Path, default=Path("/tmp/census-bench"))
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
