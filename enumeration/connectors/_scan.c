@@ -125,16 +125,15 @@ raw_entry_classify(int dir_fd, const char *name, unsigned char d_type, raw_entry
         e->kind = errno == ENOENT ? K_GONE : K_PYTHON;
         return;
     }
-    if (d_type == DT_UNKNOWN) {
-        /* os.DirEntry asks lstat what the entry is when the directory did not say. */
-        if (S_ISDIR(st.st_mode)) {
-            e->kind = K_DIRECTORY;
-            return;
-        }
-        if (S_ISLNK(st.st_mode)) {
-            e->kind = K_PYTHON;
-            return;
-        }
+    /* What lstat says the entry is, whatever d_type said (it may have been replaced since, or
+     * the filesystem may not say): a directory is a unit to list, a symlink goes to Python. */
+    if (S_ISDIR(st.st_mode)) {
+        e->kind = K_DIRECTORY;
+        return;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        e->kind = K_PYTHON;
+        return;
     }
     if (st.st_mtim.tv_sec > SAFE_SECONDS || st.st_mtim.tv_sec < -SAFE_SECONDS) {
         e->kind = K_PYTHON;
@@ -159,8 +158,10 @@ Scanner_init(Scanner *self, PyObject *args, PyObject *kwargs)
     PyObject *unit;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:Scanner", keywords, &PyBytes_Type, &unit))
         return -1;
-    if (self->dir != NULL)
+    if (self->dir != NULL) {
         closedir(self->dir);
+        self->dir = NULL;
+    }
     Py_INCREF(unit);
     Py_XSETREF(self->unit, unit);
     const char *path = PyBytes_AS_STRING(unit);
