@@ -30,6 +30,7 @@ from enumeration.filters import (
     TaskOutputRecordFilterSet,
 )
 from enumeration.models import Batch, DomainEvent, ScanTarget, SessionState, Task, TaskOutputRecord
+from enumeration.models.sessions import SESSION_COUNTERS
 from enumeration.services.retention import (
     SessionNotFinished,
     purge_sessions_soon,
@@ -233,17 +234,7 @@ class SessionStateAdmin(IdSearchAdmin, ReadOnlyAdmin):
         (None, {"fields": ("id", "target", "source_type", "status", "failure_reason", "config")}),
         (
             "Counters",
-            {
-                "fields": (
-                    "total_batches",
-                    "failed_batches",
-                    "items_found",
-                    "items_processed",
-                    "files_found",
-                    "directories_found",
-                    "processing_seconds",
-                )
-            },
+            {"fields": SESSION_COUNTERS},
         ),
         (
             "Timeline",

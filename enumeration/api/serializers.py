@@ -22,6 +22,7 @@ from enumeration.choices import (
 )
 from enumeration.connectors.keys import RAW_PREFIX, decode_key, display_key
 from enumeration.models import Batch, ScanTarget, SessionState, Task, TaskOutputRecord
+from enumeration.models.sessions import SESSION_COUNTERS
 from enumeration.selectors import session_task_counts
 
 
@@ -105,15 +106,7 @@ class SessionCountersSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SessionState
-        fields = (
-            "total_batches",
-            "failed_batches",
-            "items_found",
-            "items_processed",
-            "files_found",
-            "directories_found",
-            "processing_seconds",
-        )
+        fields = SESSION_COUNTERS
         read_only_fields = fields
 
 

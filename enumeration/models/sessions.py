@@ -87,6 +87,18 @@ class Checkpoint(models.Model):
         return self.pk is None
 
 
+# Seed 001's SessionMetrics: the counters a session's commits move (``process_completed_batches``).
+SESSION_COUNTERS = (
+    "total_batches",
+    "failed_batches",
+    "items_found",
+    "items_processed",
+    "files_found",
+    "directories_found",
+    "processing_seconds",
+)
+
+
 class SessionState(Timeline):
     """One enumeration of one target (seed 001's SessionState, with SessionMetrics folded in)."""
 
@@ -199,14 +211,24 @@ class SessionState(Timeline):
         what their commit already handed on to the next stage, ``seconds`` their processing
         time.
 
-        Several workers commit units of one session at once, so the counters are moved with
-        ``F()`` expressions rather than read-modify-write. Call inside the units' transaction.
+        Several workers commit units of one session at once, so the counters are moved in the
+        database (``column = column + n``) rather than read-modify-write. Call inside the
+        units' transaction.
 
         A commit is progress: a STALLED session (say, one flagged while a worker listed a huge
         directory) goes back to IN_PROGRESS in the same UPDATE, decided on the row as it is then.
         """
         # One statement prepared here rather than by the ORM: it runs in every commit, and
         # compiling the Case and F() expressions cost more than the database spent on it.
+        added = {
+            "total_batches": batches,
+            "failed_batches": failed,
+            "items_found": items,
+            "items_processed": processed,
+            "files_found": files,
+            "directories_found": directories,
+            "processing_seconds": seconds,
+        }
         ops = connection.ops
         with connection.cursor() as cursor:
             cursor.execute(
@@ -215,13 +237,7 @@ class SessionState(Timeline):
                     SessionStatus.STALLED,
                     SessionStatus.IN_PROGRESS,
                     SessionStatus.STALLED,
-                    batches,
-                    failed,
-                    items,
-                    processed,
-                    files,
-                    directories,
-                    seconds,
+                    *(added[name] for name in SESSION_COUNTERS),
                     ops.adapt_datetimefield_value(timezone.now()),
                     SessionState._meta.pk.get_db_prep_value(self.pk, connection),
                 ],
@@ -233,18 +249,7 @@ def _counters_update_sql() -> str:
     """``process_completed_batches``'s UPDATE. Every right-hand side reads the row as it was, so
     the failure reason is cleared exactly when the status leaves STALLED."""
     column = {f.name: connection.ops.quote_name(f.column) for f in SessionState._meta.fields}
-    added = ", ".join(
-        f"{column[name]} = {column[name]} + %s"
-        for name in (
-            "total_batches",
-            "failed_batches",
-            "items_found",
-            "items_processed",
-            "files_found",
-            "directories_found",
-            "processing_seconds",
-        )
-    )
+    added = ", ".join(f"{column[name]} = {column[name]} + %s" for name in SESSION_COUNTERS)
     status, reason = column["status"], column["failure_reason"]
     return (
         f"UPDATE {SessionState._meta.db_table} SET "
