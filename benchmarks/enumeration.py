@@ -583,7 +583,7 @@ def census_run(
         time.sleep(2)  # let the start-up's resume_active_sessions message go by
         idle = memory_status(started[0].pid) if solo else {}
         if py_spy_dir is not None:
-            spies = py_spy_start(started, py_spy_dir, label)
+            spies = py_spy_start(started, py_spy_dir, label, on_cpu=args.on_cpu)
         pg_before = pg_stats()
         meter = CpuMeter(started)
         events: dict[str, float] = {}
@@ -741,8 +741,11 @@ def floor_run(args: argparse.Namespace, tree: Tree) -> dict:
 
 
 # --- profiling ---------------------------------------------------------------------------------
-def py_spy_start(workers: list[Worker], outdir: Path, label: str) -> list[subprocess.Popen]:
-    """py-spy (raw collapsed stacks, idle included) on each worker's process doing the work."""
+def py_spy_start(
+    workers: list[Worker], outdir: Path, label: str, on_cpu: bool = False
+) -> list[subprocess.Popen]:
+    """py-spy (raw collapsed stacks) on each worker's process doing the work: wall time, idle
+    included, or with ``on_cpu`` only the samples of a thread on a CPU."""
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         raise BenchError(f"{py_spy} not found: `.venv/bin/pip install py-spy` (not a requirement)")
@@ -759,7 +762,7 @@ def py_spy_start(workers: list[Worker], outdir: Path, label: str) -> list[subpro
                         str(pid),
                         "--rate",
                         "100",
-                        "--idle",
+                        *([] if on_cpu else ["--idle"]),
                         "--nonblocking",
                         "--format",
                         "raw",
@@ -1390,6 +1393,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="an experiment: extra environment for the workers (e.g. PGOPTIONS=...)",
+    )
+    parser.add_argument(
+        "--on-cpu",
+        action="store_true",
+        help="profile: sample the workers only on a CPU (not wall time)",
     )
     parser.add_argument(
         "--worker-repo",

@@ -188,7 +188,7 @@ CENSUS = {
     # query would pass SQLite's limit of bound parameters.
     "LISTING_BATCH_SIZE": _env_int_between("CENSUS_LISTING_BATCH_SIZE", 500, 1, 10_000),
     # Small directories share a commit until it holds this many entries (each stays atomic).
-    "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=2000),
+    "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=25_000),
     # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner. A task costs a few
     # milliseconds of claims, events and checks whatever its size: at 50, an eighth to a fifth of a
     # flat or a deep million-file run (docs/benchmarks.md). Other workers are not kept waiting by

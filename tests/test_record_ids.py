@@ -105,14 +105,15 @@ def test_a_changed_increment_is_read_again_before_ids_are_handed_out():
 
 @pytest.mark.django_db(transaction=True)
 def test_small_directories_name_their_files_in_a_few_ranges(tmp_path, settings):
-    # Given 40 small directories of 5 files and 2 subdirectories each (each fits in one listing
-    # batch: committed from memory, with its next stage in the commit)
+    # Given 40 small directories of 5 files, 2 subdirectories and a symlink each (each fits in
+    # one listing batch: committed from memory, with its next stage in the commit)
     settings.CENSUS = {**settings.CENSUS, "CLASSIFICATION_GROUP_SIZE": 50}
     for d in range(40):
         for s in range(2):
             (tmp_path / f"d{d:02d}" / f"s{s}").mkdir(parents=True)
         for f in range(5):
             (tmp_path / f"d{d:02d}" / f"f{f}").write_bytes(b"x")
+        (tmp_path / f"d{d:02d}" / "link").symlink_to("f0")
     # When it is enumerated
     session = _drained(tmp_path)
     # Then every file is in exactly one CLASSIFICATION task, by the id it was stored under

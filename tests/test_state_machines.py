@@ -1,6 +1,7 @@
 """Every transition of the session, task and batch state machines, allowed and forbidden."""
 
 import itertools
+import uuid
 
 import pytest
 
@@ -106,6 +107,27 @@ def test_batch_metrics():
     assert failed.error_details == "Permission denied: /x"
     with pytest.raises(ValueError, match="negative"):
         Batch().mark_successful(-1)
+
+
+def test_batch_started_is_the_keyword_made_batch():
+    """``Batch.started`` (the positional path a worker takes per directory) gives the batch the
+    keyword constructor gives: every field, defaults included, and a fresh id each time."""
+    task = Task(session_id=uuid.uuid4())
+    given = {"session_id": task.session_id, "unit": "/d", "unit_hash": "ab" * 16}
+    fast = Batch.started(task_id=task.pk, expected_items=3, checkpoint={"unit": "/d"}, **given)
+    slow = Batch(task=task, expected_items=3, checkpoint={"unit": "/d"}, **given)
+    slow.mark_timeline_started()
+    fields = [f.attname for f in Batch._meta.concrete_fields]
+    different = {"id", "started_at", "last_update"}
+    assert {f: getattr(fast, f) for f in fields if f not in different} == {
+        f: getattr(slow, f) for f in fields if f not in different
+    }
+    assert fast.status == BatchStatus.IN_PROGRESS and fast.items_processed == 0
+    assert fast.started_at == fast.last_update is not None and fast.completed_at is None
+    assert fast.id.version == 7 and fast.id != Batch.started(**given, task_id=task.pk).id
+    assert fast._state.adding
+    with pytest.raises(TypeError, match="no field 'task'"):
+        Batch.started(task=task, **given)
 
 
 def test_is_stalled_only_when_in_progress_and_quiet():

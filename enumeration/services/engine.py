@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 
 from django.db import connection, models, transaction
 from django.db.models import F, Max, Min, OuterRef, Subquery
@@ -194,6 +195,9 @@ _INT8 = struct.Struct(">iq").pack
 _COUNT_AND_ID = struct.Struct(">hiq").pack
 _EMPTY_JSONB = _LEN(3) + b"\x01{}"
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC, in Unix microseconds
+# What psycopg2 hands libpq at a time during a COPY (its default, 8 KiB, is a read and a
+# socket write every 8 KiB of a commit's megabytes).
+_COPY_CHUNK = 1 << 20
 _RAW_PREFIX = RAW_PREFIX.encode()
 
 # One struct per (key length, name length): a file's key, hash, name, size and time fields in
@@ -325,7 +329,9 @@ def _copy_rows(
     rows = _binary_rows(task, groups, None if ids is None else iter(ids))
     with connection.cursor() as cursor:
         cursor.cursor.copy_expert(
-            f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(rows)
+            f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)",
+            io.BytesIO(rows),
+            size=_COPY_CHUNK,
         )
 
 
@@ -367,16 +373,29 @@ def _record_id_blocks(count: int) -> tuple[list[int], int]:
     return [row[0] for row in rows], block
 
 
-def _ids_files_first(entries: list[Entry]) -> tuple[list[int], list[IdRange]]:
-    """PostgreSQL: ids for ``entries`` (in their order), reserved in blocks, and the FILE
-    entries' ids as ranges. Files take the lowest ids, so that a few ranges name them all."""
-    starts, block = _record_id_blocks(len(entries))
-    is_file = [e.record_type == RecordType.FILE for e in entries]
-    files = sum(is_file)
-    pool = [i for start in starts for i in range(start, start + block)]
-    file_ids, other_ids = iter(pool[:files]), iter(pool[files:])
-    ids = [next(file_ids) if f else next(other_ids) for f in is_file]
-    return ids, leading_ranges(starts, block, files)
+def _ids_files_first(tails: list[list[Entry]], files: list[int]) -> tuple[list[int], list[IdRange]]:
+    """PostgreSQL: ids for the entries of ``tails`` (in their order), reserved in blocks, and
+    the FILE entries' ids as ranges; ``files`` counts each tail's FILE entries. Files take the
+    lowest ids, so that a few ranges name them all. A tail of files only (most directories)
+    takes a slice of the pool; only the others are numbered entry by entry."""
+    count = sum(map(len, tails))
+    if not count:
+        return [], []
+    starts, block = _record_id_blocks(count)
+    pool = list(chain.from_iterable(range(start, start + block) for start in starts))
+    ids: list[int] = []
+    next_file, next_other = 0, sum(files)
+    for tail, file_count in zip(tails, files, strict=True):
+        if file_count == len(tail):
+            ids += pool[next_file : next_file + file_count]
+        else:
+            others = len(tail) - file_count
+            file_id = iter(pool[next_file : next_file + file_count]).__next__
+            other_id = iter(pool[next_other : next_other + others]).__next__
+            ids += [file_id() if e[0] == _FILE else other_id() for e in tail]
+            next_other += others
+        next_file += file_count
+    return ids, leading_ranges(starts, block, sum(files))
 
 
 def _write_rows(
@@ -449,6 +468,9 @@ _MOVE_COLUMNS = ", ".join(_ROW_COLUMNS)
 # RecordType.FILE), as ``_ids_files_first`` numbers a commit from memory.
 _FILES_FIRST = "record_type <> %s, object_key_hash"
 _record_type = operator.attrgetter("record_type")
+# The record types as plain strings, for the loops over entries (an enum member's look-up
+# costs more than the comparison).
+_FILE, _DIRECTORY = RecordType.FILE.value, RecordType.DIRECTORY.value
 
 
 @dataclass
@@ -539,40 +561,56 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
 _COPY_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_text(value: object, is_json: bool) -> str:
-    """One field of a text-format COPY row."""
-    if value is None:
-        return "\\N"
-    if is_json:
-        text = json.dumps(value)
-    elif isinstance(value, bool):
-        return "t" if value else "f"
-    elif isinstance(value, datetime):
-        text = value.isoformat()
-    else:
-        text = str(value)  # uuid, int, float, str and TextChoices (their value)
-    return text.translate(_COPY_TEXT_ESCAPES)
+def _copy_text_converter(model_field: models.Field) -> Callable[[object], str]:
+    """How a model field's (non-NULL) value is written in a text-format COPY row."""
+    if isinstance(model_field, models.JSONField):
+        return lambda value: json.dumps(value).translate(_COPY_TEXT_ESCAPES)
+    kind = model_field.get_internal_type()
+    if kind == "BooleanField":
+        return {True: "t", False: "f"}.__getitem__
+    if kind == "DateTimeField":
+        return datetime.isoformat
+    if kind in ("CharField", "TextField"):
+        # str(): a TextChoices member gives its value.
+        return lambda value: str(value).translate(_COPY_TEXT_ESCAPES)
+    return str  # integers and uuids: nothing to escape
+
+
+@functools.cache
+def _batch_copy() -> tuple[str, Callable[[Batch], tuple], list[Callable[[object], str]]]:
+    """The Batch COPY's statement, a getter of a Batch's values and their converters."""
+    fields = Batch._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return (
+        f"COPY {Batch._meta.db_table} ({columns}) FROM STDIN",
+        operator.attrgetter(*(f.attname for f in fields)),
+        [_copy_text_converter(f) for f in fields],
+    )
 
 
 def _insert_batches(batches: list[Batch]) -> None:
     """Insert new Batch rows. On PostgreSQL one text-format COPY built here: ``bulk_create``,
     and psycopg2's adaptation of each value for an INSERT, cost 70-80 µs a row, more than the
-    database spends on it; the COPY line costs a tenth of that."""
+    database spends on it; the COPY line, each field converted as its type needs, costs a
+    fraction of that."""
     if not batches:
         return
     if connection.vendor != "postgresql":
         Batch.objects.bulk_create(batches)
         return
-    fields = [(f.attname, isinstance(f, models.JSONField)) for f in Batch._meta.concrete_fields]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in Batch._meta.concrete_fields)
+    statement, values, converters = _batch_copy()
     rows = "".join(
-        "\t".join([_copy_text(getattr(b, name), is_json) for name, is_json in fields]) + "\n"
+        "\t".join(
+            [
+                "\\N" if value is None else convert(value)
+                for convert, value in zip(converters, values(b), strict=True)
+            ]
+        )
+        + "\n"
         for b in batches
     )
     with connection.cursor() as cursor:
-        cursor.cursor.copy_expert(
-            f"COPY {Batch._meta.db_table} ({columns}) FROM STDIN", io.StringIO(rows)
-        )
+        cursor.cursor.copy_expert(statement, io.StringIO(rows), size=_COPY_CHUNK)
 
 
 @dataclass
@@ -581,16 +619,18 @@ class _InCommitStage:
     tasks: list[Task] = field(default_factory=list)  # unsaved next-stage tasks
 
 
-def _next_stage_in_commit(task: Task, units: list[ListedUnit]) -> _InCommitStage:
+def _next_stage_in_commit(task: Task, units: list[ListedUnit], files: list[int]) -> _InCommitStage:
     """The Pipeliner's work for units committed straight from memory, done in their commit
     (PostgreSQL): their records' ids are reserved first, so the CLASSIFICATION tasks are made
     from what is in hand instead of reading the records back, and the batches are committed
-    already pipelined. Elsewhere (SQLite) the Pipeliner does it after the commit."""
+    already pipelined. Elsewhere (SQLite) the Pipeliner does it after the commit. ``files``
+    counts each unit's FILE entries."""
     if connection.vendor != "postgresql" or not units:
         return _InCommitStage()
-    entries = [e for u in units for e in u.tail]
-    ids, file_id_ranges = _ids_files_first(entries) if entries else ([], [])
-    directory_keys = sorted(e.key for e in entries if e.record_type == RecordType.DIRECTORY)
+    ids, file_id_ranges = _ids_files_first([u.tail for u in units], files)
+    directory_keys = sorted(
+        e.key for u in units if u.batch.found_subdirectories for e in u.tail if e[0] == _DIRECTORY
+    )
     for unit in units:
         unit.batch.pipelined = True
     return _InCommitStage(
@@ -643,6 +683,7 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
         started = time.monotonic()
         totals: Counter[str] = Counter()
         direct: list[ListedUnit] = []
+        direct_files: list[int] = []  # each direct unit's FILE entries
         failed = 0
         for unit in units:
             batch = unit.batch
@@ -650,6 +691,7 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
                 if unit.staged:
                     StagedOutputRecord.objects.filter(task=task, unit_hash=batch.unit_hash).delete()
                 failed += 1
+                file_count = 0
             elif unit.staged:
                 by_type = _move_staged(task, unit)
                 batch.found_subdirectories = by_type[RecordType.DIRECTORY]
@@ -660,8 +702,10 @@ def _commit_units(task: Task, worker_id: str, cfg: EngineSettings, units: list[L
                 batch.mark_successful(len(unit.tail))
                 batch.found_subdirectories = by_type[RecordType.DIRECTORY]
                 totals.update(by_type)
+                file_count = by_type[RecordType.FILE]
             direct.append(unit)
-        next_stage = _next_stage_in_commit(task, direct)
+            direct_files.append(file_count)
+        next_stage = _next_stage_in_commit(task, direct, direct_files)
         if next_stage.ids is not None:
             _hold_record_ids(direct, next_stage.ids)
         _insert_batches([u.batch for u in direct])
@@ -741,16 +785,15 @@ def _list_unit(
         if maybe_staged
         else 0
     )
-    batch = Batch(
+    batch = Batch.started(
         session_id=task.session_id,
-        task=task,
+        task_id=task.pk,
         unit=unit_key,
         unit_hash=unit_hash,
         items_resumed=already_staged,
         expected_items=already_staged,
         checkpoint={"unit": unit_key},
     )
-    batch.mark_timeline_started()
     if already_staged:
         logger.info("resuming %s: %d entries already staged are excluded", unit_key, already_staged)
     connector = connector_for(task.session.source_type)
@@ -860,12 +903,13 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
         last_pipelined = time.monotonic()
         group: list[ListedUnit] = []
         group_started = 0.0
+        group_entries = 0
         # Whether a committed unit waits for the Pipeliner (units committed straight from memory
         # on PostgreSQL were pipelined in their commit; staged ones and SQLite's were not).
         left_for_pipeliner = False
 
         def flush() -> None:
-            nonlocal last_pipelined, left_for_pipeliner
+            nonlocal last_pipelined, left_for_pipeliner, group_entries
             _commit_units(task, worker_id, cfg, group)
             outcome.units_committed += len(group)
             left_for_pipeliner = left_for_pipeliner or any(not u.batch.pipelined for u in group)
@@ -873,6 +917,7 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
                 u.batch.found_subdirectories and not u.batch.pipelined for u in group
             )
             group.clear()
+            group_entries = 0
             # Subdirectories are work for other workers: hand them on right after the commit,
             # at most every PIPELINE_INTERVAL, so idle workers are not kept waiting for the end
             # of this task. Everything else goes at the end of the task.
@@ -887,16 +932,16 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
                     continue
                 if not group:
                     group_started = time.monotonic()
-                group.append(
-                    _list_unit(
-                        task, worker_id, cfg, unit, maybe_staged=key_hash(unit) in interrupted
-                    )
+                listed = _list_unit(
+                    task, worker_id, cfg, unit, maybe_staged=key_hash(unit) in interrupted
                 )
+                group.append(listed)
+                group_entries += listed.size
                 # Small units share a commit until the group holds GROUP_COMMIT_ENTRIES entries
                 # or GROUP_COMMIT_SECONDS have passed; a staged (large) unit closes the group.
                 if (
-                    group[-1].staged
-                    or sum(u.size for u in group) >= cfg.group_commit_entries
+                    listed.staged
+                    or group_entries >= cfg.group_commit_entries
                     or time.monotonic() - group_started >= GROUP_COMMIT_SECONDS
                 ):
                     flush()
