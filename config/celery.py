@@ -1,9 +1,18 @@
 """The Celery application. Configuration lives in Django settings under the CELERY_ namespace."""
 
+import gc
+import logging
 import os
 
 from celery import Celery
-from celery.signals import beat_init, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Django's system checks run with `migrate` (the release step) and every management command. A
@@ -11,6 +20,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # takes a fifth longer to be back after a crash: 0.75 s instead of 0.60 s (docs/benchmarks.md).
 # CELERY_SKIP_CHECKS set empty runs them.
 os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("census")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -29,6 +40,37 @@ def close_old_database_connections(task: object = None, **kwargs: object) -> Non
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+def collect_garbage_less_often(sender: object = None, **kwargs: object) -> None:
+    """In the worker's main process, before its pool forks (the pool's processes inherit it):
+    the first generation collected after CENSUS_WORKER_GC_THRESHOLD new objects."""
+    from django.conf import settings
+
+    if settings.CENSUS_WORKER_GC_THRESHOLD:
+        gc.set_threshold(settings.CENSUS_WORKER_GC_THRESHOLD, *gc.get_threshold()[1:])
+        logger.info(
+            "garbage collector: the first generation is collected after %d new objects",
+            settings.CENSUS_WORKER_GC_THRESHOLD,
+        )
+
+
+@worker_process_init.connect
+@worker_ready.connect
+def freeze_what_is_loaded(sender: object = None, **kwargs: object) -> None:
+    """In each pool process once forked, and in the main process once ready (where a solo or
+    threads pool runs the tasks): what is loaded by then (Django, Celery, the apps) stays for
+    the process's life, and no later collection walks it again."""
+    from django.conf import settings
+
+    if settings.CENSUS_WORKER_GC_THRESHOLD:
+        gc.freeze()
+        logger.info(
+            "garbage collector: %d objects loaded by process %d frozen out of collections",
+            gc.get_freeze_count(),
+            os.getpid(),
+        )
 
 
 @worker_init.connect

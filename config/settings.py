@@ -182,6 +182,13 @@ def _env_int_between(name: str, default: int, low: int, high: int | None = None)
     return value
 
 
+# A worker process's cyclic garbage collector: its first generation is collected after this many
+# new container objects instead of Python's 700, and what the process holds once it has started
+# is frozen out of every later collection (gc.freeze). A listing makes tens of thousands of
+# entries per commit; at 700 the collector walked them and the whole of Django a fifth of a
+# worker's CPU (docs/benchmarks.md). 0 leaves the collector as Python sets it.
+CENSUS_WORKER_GC_THRESHOLD = _env_int_between("CENSUS_WORKER_GC_THRESHOLD", 10_000, 0)
+
 CENSUS = {
     # Entries a connector streams per batch (one staging insert each). Below 1 a listing would
     # end at once (every directory committed empty); above 10,000 a resumed listing's exclusion

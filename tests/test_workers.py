@@ -10,6 +10,7 @@ The test process plays beat: it runs the Reaper every second, as the periodic jo
 
 import contextlib
 import os
+import re
 import signal
 import time
 from datetime import timedelta
@@ -327,6 +328,41 @@ def terminate_other_backends() -> int:
 
 def enumeration_tasks(session) -> list[Task]:
     return list(Task.objects.filter(session=session, kind=TaskKind.DISCOVERY_ENUMERATE))
+
+
+GC_FROZEN = re.compile(r"garbage collector: (\d+) objects loaded by process (\d+) frozen")
+
+
+def _frozen(worker, processes: int) -> list[tuple[int, int]]:
+    """The (objects, pid) a worker's processes logged as frozen, once ``processes`` have."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [(int(n), int(pid)) for n, pid in GC_FROZEN.findall(worker.output())]
+        if len(found) >= processes:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{processes} processes did not freeze:\n{worker.output()[-3000:]}")
+
+
+def test_worker_processes_collect_garbage_less_often_and_freeze_what_they_loaded(
+    make_tree, start_worker
+):
+    # Given a worker as the Procfile starts it, and one started with the collector left alone
+    tuned = start_worker("gc-tuned")
+    untuned = start_worker("gc-untuned", env={"CENSUS_WORKER_GC_THRESHOLD": "0"})
+    # Then the tuned one's main process raised the first generation's threshold before its
+    # pool forked, and both its main process and its pool process froze what they had loaded
+    assert "the first generation is collected after 10000 new objects" in tuned.output()
+    frozen = _frozen(tuned, processes=2)
+    assert len({pid for _, pid in frozen}) == 2 and tuned.proc.pid in {p for _, p in frozen}
+    assert all(objects > 10_000 for objects, _ in frozen)  # Django and Celery, loaded
+    # And the other one left Python's collector as it is, and runs a session alone
+    assert "garbage collector" not in untuned.output()
+    tuned.stop()
+    tree = make_tree("gc", directories=5, files=10)
+    session = wait_for_session(enumerate_target(path=tree.root).pk)
+    assert session.status == SessionStatus.COMPLETED, session.failure_reason
+    assert_matches_ground_truth(session.pk, tree)
 
 
 def test_a_worker_keeps_its_connection_from_one_task_to_the_next(
