@@ -20,7 +20,9 @@ bound       not a run of Census: the CPU of the per-entry work alone (listing, C
             COPY into a table with the output table's keys) beside the floor, and the best
             ratio any Census of this design could reach on this machine's cores.
 
-This process plays beat: it runs the Reaper every second while it follows a session. The
+This process plays beat: it runs the Reaper as often as beat's schedule does (every 15 s) while
+it follows a session, and every second in a run that kills workers (recovery), so that what is
+measured there is the engine's recovery, not beat's period. The
 database (default census_bench) is created and migrated when needed and its enumeration tables
 are emptied before every run; the Redis database (default 12) is flushed before every run.
 Generated trees live under --base (default /tmp/census-bench) and are reused when present.
@@ -450,14 +452,24 @@ class StatementCounter:
         return execute(sql, params, many, context)
 
 
-def follow(session_id, *, timeout: float, meter: CpuMeter, on_tick=None):
-    """Poll the session every 0.1 s until it is no longer active; run the Reaper every second."""
+def _reaper_period() -> float:
+    """The Reaper's period in beat's schedule (``enumeration.schedule``)."""
+    from enumeration.schedule import PERIODIC_JOBS
+
+    return next(
+        job.every_seconds for job in PERIODIC_JOBS if job.task == "enumeration.tasks.reap_tasks"
+    )
+
+
+def follow(session_id, *, timeout: float, meter: CpuMeter, on_tick=None, reap_every: float = 1.0):
+    """Poll the session every 0.1 s until it is no longer active, sampling the processes' CPU
+    every second; run the Reaper every ``reap_every`` seconds, as beat would."""
     from enumeration.models import SessionState
     from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
     from enumeration.services.sessions import tasks_reap
 
     deadline = time.monotonic() + timeout
-    last_reap = time.monotonic()
+    last_reap = last_sample = time.monotonic()
     while True:
         session = SessionState.objects.get(pk=session_id)
         if session.status not in ACTIVE_SESSION_STATUSES:
@@ -467,10 +479,12 @@ def follow(session_id, *, timeout: float, meter: CpuMeter, on_tick=None):
         now = time.monotonic()
         if now > deadline:
             raise BenchError(f"session still {session.status} after {timeout}s")
-        if now - last_reap >= 1:
+        if now - last_reap >= reap_every:
             tasks_reap()
-            meter.sample()
             last_reap = now
+        if now - last_sample >= 1:
+            meter.sample()
+            last_sample = now
         time.sleep(0.1)
 
 
@@ -618,7 +632,15 @@ def census_run(
 
         with connection.execute_wrapper(counter):
             session = enumerate_target(path=str(tree.root))
-            session = follow(session.pk, timeout=args.timeout, meter=meter, on_tick=on_tick)
+            session = follow(
+                session.pk,
+                timeout=args.timeout,
+                meter=meter,
+                on_tick=on_tick,
+                # A run that kills workers has the Reaper every second, to measure the engine's
+                # recovery rather than beat's period; any other run has it as beat does.
+                reap_every=1.0 if kill_at is not None else _reaper_period(),
+            )
         seconds = time.monotonic() - t0
         load_after = load_average()
         steal = steal_share(times_before, cpu_times())
