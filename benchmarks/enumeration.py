@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.enumeration throughput --dirs 200 --files-per-dir 100
     .venv/bin/python -m benchmarks.enumeration throughput --fanout 3 --depth 8  # a deep tree
     .venv/bin/python -m benchmarks.enumeration rss --big-dir-files 20000
-    .venv/bin/python -m benchmarks.enumeration recovery --rerun-reference
+    .venv/bin/python -m benchmarks.enumeration recovery --repeat 3
     .venv/bin/python -m benchmarks.enumeration profile --dirs 2000  # py-spy on workers + cProfile
     .venv/bin/python -m benchmarks.enumeration bound --repeat 3     # what per-entry work allows
 
@@ -21,10 +21,11 @@ bound       not a run of Census: the CPU of the per-entry work alone (listing, C
             ratio any Census of this design could reach on this machine's cores.
 
 This process plays beat: it runs the Reaper as often as beat's schedule does (every 15 s) while
-it follows a session, and every second in a run that kills workers (recovery), so that what is
-measured there is the engine's recovery, not beat's period. The
-database (default census_bench) is created and migrated when needed and its enumeration tables
-are emptied before every run; the Redis database (default 12) is flushed before every run.
+it follows a session; the recovery benchmark runs it every second, in its uninterrupted
+reference runs as in those that kill workers, so that it measures the engine's recovery, not
+beat's period. The database (default census_bench) is created and migrated when needed and
+its enumeration tables are emptied before every run; the Redis database (default 12) is
+flushed before every run.
 Generated trees live under --base (default /tmp/census-bench) and are reused when present.
 
 Every figure is printed with the load average beside it. The exit status is non-zero only on an
@@ -571,8 +572,10 @@ def census_run(
     solo: bool = False,
     kill_at: float | None = None,
     py_spy_dir: Path | None = None,
+    reap_every: float | None = None,
 ) -> RunResult:
-    """One session from enumerate_target() to its end, with real workers; verified."""
+    """One session from enumerate_target() to its end, with real workers; verified. The Reaper
+    runs every ``reap_every`` seconds (by default, beat's period)."""
     from django.db import connection
 
     from enumeration.services.sessions import enumerate_target
@@ -637,9 +640,7 @@ def census_run(
                 timeout=args.timeout,
                 meter=meter,
                 on_tick=on_tick,
-                # A run that kills workers has the Reaper every second, to measure the engine's
-                # recovery rather than beat's period; any other run has it as beat does.
-                reap_every=1.0 if kill_at is not None else _reaper_period(),
+                reap_every=reap_every or _reaper_period(),
             )
         seconds = time.monotonic() - t0
         load_after = load_average()
@@ -1049,22 +1050,20 @@ def bench_recovery(args: argparse.Namespace, results: dict) -> None:
         f"(lease {args.lease}s) =="
     )
     tree = tree_count(tree_ensure(args.base, args.dirs, args.files_per_dir))
-    if args.reference_seconds:
-        fixed = {"seconds": args.reference_seconds, "source": "--reference-seconds"}
-    elif "throughput" in results and not args.rerun_reference and args.repeat == 1:
-        fixed = {
-            "seconds": results["throughput"]["census"]["seconds"],
-            "source": "the throughput run (run 1)",
-        }
-    else:
-        fixed = None
+    # The reference is an uninterrupted run with the Reaper as often as in the interrupted one
+    # (every second), not the throughput run (beat's period).
+    fixed = (
+        {"seconds": args.reference_seconds, "source": "--reference-seconds"}
+        if args.reference_seconds
+        else None
+    )
     # Runs of the same code vary by about 15 % here, as much as the margin the target allows:
     # with --repeat N, N uninterrupted and N interrupted runs alternate and their medians are
     # compared.
     pairs = []
     for _ in range(args.repeat):
         if fixed is None:
-            ref = census_run(args, tree, "reference")
+            ref = census_run(args, tree, "reference", reap_every=1.0)
             describe(ref)
             reference = {
                 "seconds": ref.seconds,
@@ -1073,7 +1072,7 @@ def bench_recovery(args: argparse.Namespace, results: dict) -> None:
             }
         else:
             reference = fixed
-        run = census_run(args, tree, "recovery", kill_at=args.kill_at)
+        run = census_run(args, tree, "recovery", kill_at=args.kill_at, reap_every=1.0)
         describe(run)
         ratio = run.seconds / reference["seconds"]
         say(
@@ -1394,11 +1393,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker-url", default=DEFAULT_BROKER_URL)
     parser.add_argument("--lease", type=int, default=5, help="CENSUS_LEASE_SECONDS everywhere")
     parser.add_argument("--kill-at", type=float, default=0.5, help="share of files found")
-    parser.add_argument(
-        "--rerun-reference",
-        action="store_true",
-        help="recovery: run an uninterrupted reference right before, even after throughput",
-    )
     parser.add_argument("--reference-seconds", type=float, help="recovery: a known reference")
     parser.add_argument(
         "--repeat",
