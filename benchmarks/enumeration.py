@@ -6,6 +6,7 @@
     .venv/bin/python -m benchmarks.enumeration rss --big-dir-files 20000
     .venv/bin/python -m benchmarks.enumeration recovery --repeat 3
     .venv/bin/python -m benchmarks.enumeration profile --dirs 2000  # py-spy on workers + cProfile
+    .venv/bin/python -m benchmarks.enumeration profile --on-cpu     # py-spy's on-CPU samples only
     .venv/bin/python -m benchmarks.enumeration bound --repeat 3     # what per-entry work allows
 
 throughput  two workers enumerate DIRS x FILES_PER_DIR files; compared with the floor in the same
