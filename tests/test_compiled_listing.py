@@ -5,11 +5,16 @@ The rest of the suite runs on whichever is built and switched on; CI builds it, 
 fails there if it was not.
 """
 
+import errno
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -358,3 +363,115 @@ def test_listing_and_encoding_again_and_again_keeps_no_object(tmp_path, use_comp
         tracemalloc.stop()
     # Then nothing is left behind: one leaked object per entry would be 20 x 2,000 of them
     assert grown < 20_000, f"{grown:,} bytes still held after 20 listings"
+
+
+# --- what readdir and lstat may say: an LD_PRELOAD shim (tests/fixtures/listing_faults.c) -------
+
+SHIM_SOURCE = Path(__file__).parent / "fixtures" / "listing_faults.c"
+
+LIST_BOTH = """
+import json, django; django.setup()
+from enumeration.connectors.filesystem import FilesystemConnector
+for compiled in (True, False):
+    connector = FilesystemConnector(compiled_listing=compiled)
+    found = [
+        [e.record_type, e.name.decode(), e.size]
+        for batch in connector.list_unit({unit!r}, batch_size=3)
+        for e in batch
+    ]
+    print(json.dumps(sorted(found)))
+"""
+
+
+@pytest.fixture(scope="module")
+def listing_faults(tmp_path_factory) -> Path:
+    """The shim, built with the C compiler the compiled listing is built with."""
+    compiler = shutil.which(sysconfig.get_config_var("CC").split()[0]) or shutil.which("cc")
+    if compiler is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but there is no C compiler to build the fault shim")
+        pytest.skip("no C compiler")
+    shim = tmp_path_factory.mktemp("shim") / "listing_faults.so"
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", shim, SHIM_SOURCE, "-ldl"],
+        check=True,
+    )
+    return shim
+
+
+def _listed_under_faults(shim: Path, unit: Path, **faults: str) -> tuple[list, list]:
+    """The compiled and the pure-Python listing of ``unit`` in a process where ``faults``
+    (CENSUS_FAULT_*) change what readdir and fstatat say."""
+    out = subprocess.run(
+        [sys.executable, "-c", LIST_BOTH.format(unit=bytes(unit))],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "LD_PRELOAD": str(shim),
+            **{f"CENSUS_FAULT_{k.upper()}": v for k, v in faults.items()},
+        },
+        cwd=Path(__file__).parent.parent,
+    )
+    compiled_found, python_found = (json.loads(line) for line in out.stdout.splitlines())
+    return compiled_found, python_found
+
+
+@pytest.fixture
+def mixed_directory(tmp_path) -> Path:
+    unit = tmp_path / "mixed"
+    (unit / "sub").mkdir(parents=True)
+    (unit / "a").write_bytes(b"aa")
+    (unit / "b").write_bytes(b"b")
+    (unit / "link").symlink_to("a")
+    os.mkfifo(unit / "fifo")
+    return unit
+
+
+EVERYTHING = [
+    ["DIRECTORY", "sub", None],
+    ["FILE", "a", 2],
+    ["FILE", "b", 1],
+    ["OTHER", "fifo", 0],
+    ["SYMLINK", "link", None],
+]
+
+
+@needs_build
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {},
+        # a filesystem that gives no d_type: every entry is what lstat says
+        {"dtype": "unknown"},
+        # a d_type that lies (an entry replaced between readdir and lstat): lstat wins, and the
+        # directory is still a directory, not a file whose subtree is lost
+        {"dtype": "file"},
+        # an lstat that fails (a failing disk): the entry goes to Python, which records it
+        {"stat_name": "a", "stat_errno": str(errno.EIO)},
+        {"stat_name": "sub", "stat_errno": str(errno.EIO), "dtype": "unknown"},
+    ],
+    ids=["plain", "no-d_type", "lying-d_type", "lstat-EIO", "no-d_type-lstat-EIO"],
+)
+def test_what_readdir_and_lstat_say_changes_no_record(listing_faults, mixed_directory, faults):
+    compiled_found, python_found = _listed_under_faults(listing_faults, mixed_directory, **faults)
+    assert compiled_found == python_found == EVERYTHING
+
+
+@needs_build
+def test_an_entry_removed_between_readdir_and_lstat_has_no_record(listing_faults, mixed_directory):
+    # Given an lstat that says ENOENT for "a" (removed since readdir named it), and readdir saying
+    # "sub" is a file, so that the compiled listing asks lstat about it too, which also says ENOENT
+    compiled_found, _ = _listed_under_faults(
+        listing_faults, mixed_directory, stat_name="a", stat_errno=str(errno.ENOENT)
+    )
+    # Then the compiled listing has no record of "a", as the pure-Python one has none of an entry
+    # gone before its lstat (test_an_entry_gone_before_its_lstat_has_no_record)
+    assert compiled_found == [e for e in EVERYTHING if e[1] != "a"]
+    compiled_found, _ = _listed_under_faults(
+        listing_faults, mixed_directory, stat_name="sub", stat_errno="2", dtype="file"
+    )
+    # And the shim reached both of the module's calls: the lying d_type made it stat "sub"
+    assert compiled_found == [e for e in EVERYTHING if e[1] != "sub"]
