@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,6 +201,21 @@ def test_a_unit_that_is_gone_or_not_a_directory_is_vanished(tmp_path, compiled_l
 
 
 @needs_build
+def _in_a_process(
+    script: str, *, prefix: Sequence[str] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``script`` with Django set up in a new Python process (started through ``prefix``,
+    with ``env`` added to this one's environment), from the repository's root."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **(env or {})},
+        cwd=Path(__file__).parent.parent,
+    )
+
+
 def test_an_unreadable_unit_is_unreadable_in_both_listings(tmp_path):
     # Given a directory only its owner may list, and a process that is not its owner
     locked = tmp_path / "locked"
@@ -217,14 +233,7 @@ for compiled in (True, False):
         print(type(exc).__name__, exc)
 """
     try:
-        out = subprocess.run(
-            [*drop_file_privileges_prefix(), sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
-            cwd=os.getcwd(),
-        )
+        out = _in_a_process(script, prefix=drop_file_privileges_prefix())
     finally:
         locked.chmod(0o755)
     # Then both say so, the same way
@@ -402,18 +411,12 @@ def listing_faults(tmp_path_factory) -> Path:
 def _listed_under_faults(shim: Path, unit: Path, **faults: str) -> tuple[list, list]:
     """The compiled and the pure-Python listing of ``unit`` in a process where ``faults``
     (CENSUS_FAULT_*) change what readdir and fstatat say."""
-    out = subprocess.run(
-        [sys.executable, "-c", LIST_BOTH.format(unit=bytes(unit))],
-        capture_output=True,
-        text=True,
-        check=True,
+    out = _in_a_process(
+        LIST_BOTH.format(unit=bytes(unit)),
         env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
             "LD_PRELOAD": str(shim),
             **{f"CENSUS_FAULT_{k.upper()}": v for k, v in faults.items()},
         },
-        cwd=Path(__file__).parent.parent,
     )
     compiled_found, python_found = (json.loads(line) for line in out.stdout.splitlines())
     return compiled_found, python_found
@@ -471,7 +474,7 @@ def test_an_entry_removed_between_readdir_and_lstat_has_no_record(listing_faults
     # gone before its lstat (test_an_entry_gone_before_its_lstat_has_no_record)
     assert compiled_found == [e for e in EVERYTHING if e[1] != "a"]
     compiled_found, _ = _listed_under_faults(
-        listing_faults, mixed_directory, stat_name="sub", stat_errno="2", dtype="file"
+        listing_faults, mixed_directory, stat_name="sub", stat_errno=str(errno.ENOENT), dtype="file"
     )
     # And the shim reached both of the module's calls: the lying d_type made it stat "sub"
     assert compiled_found == [e for e in EVERYTHING if e[1] != "sub"]
