@@ -463,7 +463,7 @@ def _reaper_period() -> float:
     )
 
 
-def follow(session_id, *, timeout: float, meter: CpuMeter, on_tick=None, reap_every: float = 1.0):
+def follow(session_id, *, timeout: float, meter: CpuMeter, reap_every: float, on_tick=None):
     """Poll the session every 0.1 s until it is no longer active, sampling the processes' CPU
     every second; run the Reaper every ``reap_every`` seconds, as beat would."""
     from enumeration.models import SessionState
@@ -1031,7 +1031,10 @@ def _rss_resumed(args: argparse.Namespace, tree: Tree) -> dict:
         started[0].kill()
         started.append(Worker("rss-resume", env, logdir, solo=True, cwd=args.worker_repo))
         started[1].wait_ready()
-        session = follow(session.pk, timeout=args.timeout, meter=CpuMeter(started[1:]))
+        # A worker was killed: the Reaper every second, as in the recovery benchmark.
+        session = follow(
+            session.pk, timeout=args.timeout, meter=CpuMeter(started[1:]), reap_every=1.0
+        )
         memory = {f"after_{k}": v for k, v in memory_status(started[1].pid).items()}
     finally:
         for w in started:

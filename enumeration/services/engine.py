@@ -383,8 +383,9 @@ def _ids_files_first(tails: list[list[Entry]], files: list[int]) -> tuple[list[i
         return [], []
     starts, block = _record_id_blocks(count)
     pool = list(chain.from_iterable(range(start, start + block) for start in starts))
+    file_total = sum(files)
     ids: list[int] = []
-    next_file, next_other = 0, sum(files)
+    next_file, next_other = 0, file_total
     for tail, file_count in zip(tails, files, strict=True):
         if file_count == len(tail):
             ids += pool[next_file : next_file + file_count]
@@ -395,7 +396,7 @@ def _ids_files_first(tails: list[list[Entry]], files: list[int]) -> tuple[list[i
             ids += [file_id() if e[0] == _FILE else other_id() for e in tail]
             next_other += others
         next_file += file_count
-    return ids, leading_ranges(starts, block, sum(files))
+    return ids, leading_ranges(starts, block, file_total)
 
 
 def _write_rows(
