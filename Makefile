@@ -21,11 +21,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 # The compiled listing (enumeration/connectors/_scan.c). Without a C compiler Census runs its
-# pure-Python twin, slower: `manage.py check` says so.
+# pure-Python twin, slower: `manage.py check` says so. Marked done only once built, so a machine
+# that gets a compiler later builds it at the next `make`.
 $(VENV)/.compiled: enumeration/connectors/_scan.c setup.py | $(VENV)/.runtime
-	$(BIN)/python setup.py -q build_ext --inplace \
-		|| echo "census: the compiled listing was not built; the pure-Python listing will run" >&2
-	touch $@
+	if $(BIN)/python setup.py -q build_ext --inplace; then touch $@; else \
+		echo "census: the compiled listing was not built; the pure-Python listing will run" >&2; fi
 
 venv: $(VENV)/.runtime $(VENV)/.compiled
 venv-dev: $(VENV)/.dev $(VENV)/.compiled
