@@ -131,3 +131,29 @@ def test_the_digest_migration_converts_existing_rows_both_ways(tmp_path):
         )
     )
     assert after == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's catalogue")
+def test_no_index_of_the_engine_tables_repeats_the_start_of_another():
+    """Each index entry costs every insert: an index whose columns open another (whole-table)
+    index answers nothing the other does not. Batch.session's own index was one (0017)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indexrelid::regclass::text, i.indrelid::regclass::text, "
+            "i.indkey::int2[], i.indisunique, i.indpred IS NOT NULL "
+            "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE t.relname LIKE 'enumeration\\_%%'"
+        )
+        indexes = cursor.fetchall()
+    assert len(indexes) > 10  # the query reads the engine's tables
+    redundant = [
+        (name, other)
+        for name, table, columns, unique, partial in indexes
+        if not unique and not partial
+        for other, other_table, other_columns, _, other_partial in indexes
+        if other != name
+        and other_table == table
+        and not other_partial
+        and list(other_columns[: len(columns)]) == list(columns)
+    ]
+    assert redundant == []

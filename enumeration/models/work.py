@@ -39,7 +39,10 @@ class Task(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    session = models.ForeignKey(SessionState, on_delete=models.CASCADE, related_name="tasks")
+    # No index of its own: the index on (session, kind, status) leads with it.
+    session = models.ForeignKey(
+        SessionState, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
     kind = models.CharField(max_length=32, choices=TaskKind.choices)
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     payload = models.JSONField(default=dict)
@@ -134,7 +137,10 @@ class Batch(Timeline):
 
     # Time-ordered: a unit's records are keyed by (batch, key hash), so new keys land together.
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    session = models.ForeignKey(SessionState, on_delete=models.CASCADE, related_name="batches")
+    # No index of its own: the unique key (session, unit_hash) leads with it.
+    session = models.ForeignKey(
+        SessionState, on_delete=models.CASCADE, related_name="batches", db_index=False
+    )
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="batches")
     unit = models.TextField()
     unit_hash = DigestField()
