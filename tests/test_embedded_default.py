@@ -340,3 +340,26 @@ def test_a_visibility_timeout_no_longer_than_the_task_time_limit_is_refused(tmp_
     result = _manage(env, "check")
     assert result.returncode != 0
     assert "CELERY_VISIBILITY_TIMEOUT (3600 s) must be longer than" in result.stderr
+
+
+def test_migrating_the_engine_alone_on_a_new_database_leaves_the_jobs_to_the_full_migrate(
+    tmp_path,
+):
+    # Given a new database (the embedded default's SQLite file)
+    env = _embedded_env(tmp_path)
+    # When only the engine's migrations run: beat's tables are not made yet
+    alone = _manage(env, "migrate", "enumeration", "--no-input", "-v", "0")
+    # Then it succeeds, and the full migrate writes the periodic jobs
+    assert alone.returncode == 0, alone.stderr
+    full = _manage(env, "migrate", "--no-input", "-v", "0")
+    assert full.returncode == 0, full.stderr
+    jobs = _manage(
+        env,
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django_celery_beat.models import PeriodicTask; "
+        "print(PeriodicTask.objects.filter(name='census: reaper', enabled=True).count())",
+    )
+    assert jobs.stdout.split() == ["1"], jobs.stderr
