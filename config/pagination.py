@@ -3,11 +3,12 @@
 import base64
 import binascii
 import json
+import uuid
 from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import F, Model, Q, QuerySet
+from django.db.models import IntegerField, Model, Q, QuerySet
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
@@ -35,8 +36,11 @@ class KeysetPagination(pagination.BasePagination):
     without a value come last either way. ``next`` carries the position as an opaque
     ``?cursor=``; ``?limit=`` sets the page size up to ``max_limit``.
 
-    Ordered by id the page is read along the primary key; any other order is a sort of what the
-    filters leave, so narrow it first (a session, a batch).
+    Each page is a seek: the rows with a value after the position, in the field's order, then
+    (once those run out) the rows without one, in id order; so where an index of (field, id)
+    exists the database walks it from the position and reads one page. Ordered by id the page
+    is read along the primary key; an order without such an index is a sort of what the filters
+    leave, so narrow it first (a session, a batch).
     """
 
     cursor_query_param = "cursor"
@@ -54,11 +58,9 @@ class KeysetPagination(pagination.BasePagination):
         field, descending = self.term.lstrip("-"), self.term.startswith("-")
         self.model_field = queryset.model._meta.get_field(field)
         self.field = self.model_field.attname
-        ordered = queryset.order_by(*self._order_by(descending))
+        self.pk_field = queryset.model._meta.pk
         after = self._decode(request)
-        if after is not None:
-            ordered = ordered.filter(self._after(descending, *after))
-        rows = list(ordered[: self.limit + 1])
+        rows = self._rows(queryset, descending, after, self.limit + 1)
         self.page, self.has_next = rows[: self.limit], len(rows) > self.limit
         return self.page
 
@@ -72,7 +74,10 @@ class KeysetPagination(pagination.BasePagination):
         value = getattr(last, self.field)
         if isinstance(value, datetime):
             value = value.isoformat()  # to the microsecond (DjangoJSONEncoder stops at the ms)
-        encoded = base64.urlsafe_b64encode(json.dumps([self.term, value, last.pk]).encode())
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        row_id = last.pk if isinstance(last.pk, int) else str(last.pk)
+        encoded = base64.urlsafe_b64encode(json.dumps([self.term, value, row_id]).encode())
         url = self.request.build_absolute_uri()
         return replace_query_param(url, self.cursor_query_param, encoded.decode())
 
@@ -128,27 +133,40 @@ class KeysetPagination(pagination.BasePagination):
         terms = OrderingFilter().get_ordering(request, queryset, view) or ["id"]
         return terms[0]
 
-    def _order_by(self, descending: bool) -> list:
-        if self.field == "id":
-            return ["-id" if descending else "id"]
-        value = F(self.field)
-        key = value.desc(nulls_last=True) if descending else value.asc(nulls_last=True)
-        return [key, "-id" if descending else "id"]
+    def _rows(
+        self, queryset: QuerySet, descending: bool, after: tuple[Any, Any] | None, count: int
+    ) -> list[Model]:
+        """Up to ``count`` rows after the position ``after`` (value, id), or from the start."""
+        by_id = "-pk" if descending else "pk"
+        id_beyond = "pk__lt" if descending else "pk__gt"
+        if self.field == self.pk_field.attname:
+            if after is not None:
+                queryset = queryset.filter(**{id_beyond: after[1]})
+            return list(queryset.order_by(by_id)[:count])
+        rows: list[Model] = []
+        if after is None or after[0] is not None:
+            # The rows with a value: ``field >= v AND (field > v OR id > i)`` rather than the
+            # equivalent OR alone, so that an index of (field, id) is entered at the position.
+            present = queryset.filter(**{f"{self.field}__isnull": False})
+            if after is not None:
+                value, row_id = after
+                beyond, reached = ("lt", "lte") if descending else ("gt", "gte")
+                present = present.filter(
+                    Q(**{f"{self.field}__{reached}": value})
+                    & (Q(**{f"{self.field}__{beyond}": value}) | Q(**{id_beyond: row_id}))
+                )
+            # Plain ``field DESC``, not NULLS LAST: with the nulls filtered out both orders are
+            # the same, and only the plain one is an index's order read backwards.
+            order = f"-{self.field}" if descending else self.field
+            rows = list(present.order_by(order, by_id)[:count])
+        if len(rows) < count and self.model_field.null:
+            missing = queryset.filter(**{f"{self.field}__isnull": True})
+            if after is not None and after[0] is None:
+                missing = missing.filter(**{id_beyond: after[1]})
+            rows += list(missing.order_by(by_id)[: count - len(rows)])
+        return rows
 
-    def _after(self, descending: bool, value: Any, row_id: int) -> Q:
-        """The rows that follow (value, id) in this order, values missing last."""
-        beyond, id_beyond = ("lt", "id__lt") if descending else ("gt", "id__gt")
-        if self.field == "id":
-            return Q(**{id_beyond: row_id})
-        if value is None:
-            return Q(**{f"{self.field}__isnull": True, id_beyond: row_id})
-        return (
-            Q(**{f"{self.field}__{beyond}": value})
-            | Q(**{self.field: value, id_beyond: row_id})
-            | Q(**{f"{self.field}__isnull": True})
-        )
-
-    def _decode(self, request: Request) -> tuple[Any, int] | None:
+    def _decode(self, request: Request) -> tuple[Any, Any] | None:
         raw = request.query_params.get(self.cursor_query_param)
         if raw is None:
             return None
@@ -158,13 +176,16 @@ class KeysetPagination(pagination.BasePagination):
             term, value, row_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
         except (binascii.Error, UnicodeError, ValueError, TypeError, RecursionError):
             raise invalid from None
-        if not isinstance(term, str) or not isinstance(row_id, int) or isinstance(row_id, bool):
+        # An integer id as a JSON number, any other (a uuid) as a string.
+        id_type = int if isinstance(self.pk_field, IntegerField) else str
+        if not isinstance(term, str) or not isinstance(row_id, id_type) or isinstance(row_id, bool):
             raise invalid
         if term != self.term:  # before the value, which is of the cursor's own field
             message = self.other_ordering.format(ordering=term[:100])
             raise ValidationError({self.cursor_query_param: [message]})
         try:
             value = None if value is None else self.model_field.to_python(value)
+            row_id = self.pk_field.to_python(row_id)
         except (ValueError, TypeError, DjangoValidationError):
             raise invalid from None
         return value, row_id

@@ -1,4 +1,5 @@
-"""Finding a session's records at scale: id bounds on each Batch, and keyset pages of records.
+"""Finding a session's records at scale: id bounds on each Batch, and keyset pages of records
+(and of batches and tasks, which grow with the history too).
 
 The output table is indexed on its id and (batch, key hash) only, so the API finds a session's or
 a task's records along the id between the bounds its batches hold, and pages them by position
@@ -55,10 +56,10 @@ def _finished(path: Path) -> SessionState:
     return session
 
 
-def _every_page(api: APIClient, params: dict) -> list[dict]:
-    """Every record of a listing, following ``next`` from the first page."""
+def _every_page(api: APIClient, params: dict, url: str = RECORDS) -> list[dict]:
+    """Every row of a listing, following ``next`` from the first page."""
     rows: list[dict] = []
-    response = api.get(RECORDS, params)
+    response = api.get(url, params)
     for _ in range(TaskOutputRecord.objects.count() + 1):  # a cursor that stands still fails
         assert response.status_code == 200, response.content
         body = response.json()
@@ -351,3 +352,91 @@ def test_a_limit_above_the_ceiling_is_served_at_the_ceiling(
 
     assert len(page["results"]) == 4
     assert page["next"] is not None
+
+
+# --- batches and tasks --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "ordering"),
+    [
+        ("/api/batches/", None),
+        ("/api/batches/", "-completed_at"),
+        ("/api/batches/", "-items_processed"),
+        ("/api/batches/", "unit"),
+        ("/api/tasks/", None),
+        ("/api/tasks/", "-completed_at"),
+        ("/api/tasks/", "attempts"),
+    ],
+)
+def test_batches_and_tasks_are_paged_by_position_each_row_once_in_order(
+    api: APIClient, tmp_path: Path, url: str, ordering: str | None
+) -> None:
+    # Given two sessions' batches and tasks, times that tie, and some without a completion time
+    _two_sessions_committed_in_turn(tmp_path)
+    model = Batch if "batches" in url else Task
+    rows = list(model.objects.order_by("pk"))
+    tied = rows[1].completed_at
+    model.objects.filter(pk__in=[r.pk for r in rows[2:5]]).update(completed_at=tied)
+    model.objects.filter(pk__in=[r.pk for r in rows[5:7]]).update(completed_at=None)
+    params = {"limit": 2, **({"ordering": ordering} if ordering else {})}
+
+    # When the list is paged through two at a time
+    listed = _every_page(api, params, url)
+
+    # Then each row comes once, sorted by the field (ties by id, values missing last)
+    assert sorted(r["id"] for r in listed) == sorted(str(r.pk) for r in rows)
+    field = (ordering or ("completed_at" if model is Batch else "created_at")).lstrip("-")
+    descending = bool(ordering) and ordering.startswith("-")
+    stored = {str(r.pk): r for r in model.objects.all()}
+    keys = [(getattr(stored[r["id"]], field), stored[r["id"]].pk) for r in listed]
+    present = [k for k in keys if k[0] is not None]
+    assert present == sorted(present, reverse=descending)
+    assert all(k[0] is None for k in keys[len(present) :])
+    assert [k[1] for k in keys[len(present) :]] == sorted(
+        (k[1] for k in keys[len(present) :]), reverse=descending
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "index"),
+    [("/api/batches/", "batch_completed"), ("/api/tasks/", "task_created")],
+)
+def test_a_deep_page_of_batches_or_tasks_is_read_from_its_position_along_the_index(
+    api: APIClient, tmp_path: Path, url: str, index: str, settings
+) -> None:
+    # Given a history of batches and tasks (two directories a task), and a position well into it
+    settings.CENSUS = {**settings.CENSUS, "PIPELINE_GROUP_SIZE": 2}
+    _finished(_tree(tmp_path / "t", 30, 1))
+    _finished(_tree(tmp_path / "u", 30, 1))
+    page = api.get(url, {"limit": 40}).json()
+    (cursor,) = parse_qs(urlsplit(page["next"]).query)["cursor"]
+
+    # When the next page of three is read, with the plan PostgreSQL takes on a table too big
+    # to sort
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(url, {"limit": 3, "cursor": cursor})
+    assert response.status_code == 200
+    table = (Batch if "batches" in url else Task)._meta.db_table
+    (sql,) = [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"] and "LIMIT" in q["sql"]]
+    with connection.cursor() as cursor_:
+        cursor_.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+        cursor_.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        plan = cursor_.fetchone()[0][0]["Plan"]
+
+    # Then the walk entered the index at the position: it read the row there, the page, and
+    # the one after (which says whether there is a next page)
+    assert index in json.dumps(plan)
+    assert _rows_read(plan, table) <= 5, json.dumps(plan, indent=1)
+
+
+@pytest.mark.parametrize(
+    "position",
+    [["completed_at", "2026-01-01T00:00:00+00:00", 7], ["completed_at", None, "not-a-uuid"]],
+    ids=["number-id", "not-a-uuid"],
+)
+def test_a_batch_cursor_whose_id_is_not_a_uuid_is_a_400(api: APIClient, position: list) -> None:
+    response = api.get("/api/batches/", {"cursor": _cursor(position)})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "cursor": ["Not a position in this list: follow the next link as given."]
+    }

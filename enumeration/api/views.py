@@ -191,6 +191,8 @@ class BatchViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
     object_name = "batch"
     serializer_class = BatchSerializer
     filterset_class = BatchFilterSet
+    # Keyset pages, as the records': one batch per directory listed, millions in a big history.
+    pagination_class = KeysetPagination
     ordering_fields = ("completed_at", "started_at", "items_processed", "unit")
     ordering = ("completed_at", "id")
 
@@ -205,6 +207,7 @@ class BatchViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
 class TaskViewSet(NotFoundInWords, viewsets.ReadOnlyModelViewSet):
     object_name = "task"
     filterset_class = TaskFilterSet
+    pagination_class = KeysetPagination
     ordering_fields = ("created_at", "started_at", "completed_at", "attempts")
     ordering = ("created_at", "id")
 
