@@ -1024,7 +1024,10 @@ def _rss_resumed(args: argparse.Namespace, tree: Tree) -> dict:
     logdir = args.base / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
     env = worker_env(args)
-    batches = tree.files // 2 // int(env.get("CENSUS_LISTING_BATCH_SIZE", 500))
+    from django.conf import settings
+
+    batch_size = int(env.get("CENSUS_LISTING_BATCH_SIZE", settings.CENSUS["LISTING_BATCH_SIZE"]))
+    batches = tree.files // 2 // batch_size
     marker = args.base / "rss-paused"
     marker.unlink(missing_ok=True)
     paused = {**env, "CENSUS_TEST_PAUSE_LISTING": f"{tree.root.name}:{batches}:600:{marker}"}

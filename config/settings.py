@@ -193,7 +193,7 @@ CENSUS = {
     # Entries a connector streams per batch (one staging insert each). Below 1 a listing would
     # end at once (every directory committed empty); above 10,000 a resumed listing's exclusion
     # query would pass SQLite's limit of bound parameters.
-    "LISTING_BATCH_SIZE": _env_int_between("CENSUS_LISTING_BATCH_SIZE", 500, 1, 10_000),
+    "LISTING_BATCH_SIZE": _env_int_between("CENSUS_LISTING_BATCH_SIZE", 100, 1, 10_000),
     # Small directories share a commit until it holds this many entries (each stays atomic).
     "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=25_000),
     # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner. A task costs a few
