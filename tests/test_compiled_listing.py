@@ -342,6 +342,40 @@ def test_the_compiled_encoder_refuses_what_it_cannot_encode(use_compiled):
 
 
 @needs_build
+def test_the_compiled_encoder_survives_a_callable_that_empties_its_entries():
+    # Given entries whose keys are not ASCII (so the encoder calls encode_key for each), and an
+    # encode_key that empties the list being encoded and collects what that freed
+    script = """
+import gc, uuid
+import django; django.setup()
+from enumeration.choices import RecordType
+from enumeration.connectors import Entry
+from enumeration.connectors.compiled import compiled
+from enumeration.connectors.keys import encode_key, key_digest
+from enumeration.services import engine
+
+entries = [
+    Entry(RecordType.FILE, k, key_digest(k), k[1:], 1, 1)
+    for k in (("/ü%d" % i).encode() for i in range(50))
+]
+def emptying(raw):
+    entries.clear()
+    gc.collect()
+    return encode_key(raw)
+out = bytearray()
+heads = {t: b"h" for t in RecordType.values}
+compiled().encode_rows(out, entries, heads, b"t", b"s", None, 9, emptying,
+                       engine._entry_fields, engine._metadata_field)
+print(len(out), bytes(out[:1]), bytes(out[-1:]))
+"""
+    # When it encodes them (in a process of its own: a freed entry read would crash it)
+    result = _in_a_process(script)
+
+    # Then it encodes the entry it held when the list was emptied, and stops there
+    assert result.stdout.split()[1:] == ["b'h'", "b't'"], result.stderr
+
+
+@needs_build
 def test_listing_and_encoding_again_and_again_keeps_no_object(tmp_path, use_compiled):
     # Given a directory of 2,000 entries, a symlink among them (handed back to Python)
     import gc

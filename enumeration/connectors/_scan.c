@@ -710,6 +710,41 @@ encode_row(buffer *out, PyObject *entry, PyObject *heads, PyObject *empty_tail,
     return status != 0 ? -1 : put_bytes_object(out, suffix);
 }
 
+/* One entry, led by its field count and id when `ids` is not None; 0 or -1 with an exception
+ * set. */
+static int
+encode_entry(buffer *b, PyObject *entry, PyObject *heads, PyObject *empty_tail, PyObject *suffix,
+             PyObject *ids, int field_count, PyObject *encode_key, PyObject *entry_fields,
+             PyObject *metadata_field)
+{
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != ENTRY_FIELDS) {
+        PyErr_SetString(PyExc_TypeError, "encode_rows: an entry must be an Entry");
+        return -1;
+    }
+    if (ids != Py_None) {
+        PyObject *id = PyIter_Next(ids);
+        if (id == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "encode_rows: fewer ids than entries");
+            return -1;
+        }
+        int fits = 1;
+        int64_t value = as_int64(id, &fits);
+        Py_DECREF(id);
+        if (!fits) {
+            PyErr_SetString(PyExc_OverflowError, "encode_rows: an id past 64 bits");
+            return -1;
+        }
+        if (buffer_reserve(b, 14) != 0)
+            return -1;
+        put_i16(b, (int16_t)field_count);
+        put_i32(b, 8);
+        put_i64(b, value);
+    }
+    return encode_row(b, entry, heads, empty_tail, suffix, encode_key, entry_fields,
+                      metadata_field);
+}
+
 /* encode_rows(out, entries, heads, empty_tail, suffix, ids, field_count, encode_key,
  *             entry_fields, metadata_field): append the rows of `entries` to the bytearray
  * `out`, each led by its field count and the next of the iterator `ids` when `ids` is not None
@@ -730,35 +765,14 @@ encode_rows(PyObject *module, PyObject *args)
         return NULL;
     }
     buffer b = {0};
-    Py_ssize_t count = PyList_GET_SIZE(entries);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *entry = PyList_GET_ITEM(entries, i);
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != ENTRY_FIELDS) {
-            PyErr_SetString(PyExc_TypeError, "encode_rows: an entry must be an Entry");
-            goto failed;
-        }
-        if (ids != Py_None) {
-            PyObject *id = PyIter_Next(ids);
-            if (id == NULL) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_ValueError, "encode_rows: fewer ids than entries");
-                goto failed;
-            }
-            int fits = 1;
-            int64_t value = as_int64(id, &fits);
-            Py_DECREF(id);
-            if (!fits) {
-                PyErr_SetString(PyExc_OverflowError, "encode_rows: an id past 64 bits");
-                goto failed;
-            }
-            if (buffer_reserve(&b, 14) != 0)
-                goto failed;
-            put_i16(&b, (int16_t)field_count);
-            put_i32(&b, 8);
-            put_i64(&b, value);
-        }
-        if (encode_row(&b, entry, heads, empty_tail, suffix, encode_key, entry_fields,
-                       metadata_field) != 0)
+    /* The callables and the ids' iterator are Python code that could change `entries`: the
+     * list's length is read again for each entry, and the entry held while it is encoded. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *entry = Py_NewRef(PyList_GET_ITEM(entries, i));
+        int status = encode_entry(&b, entry, heads, empty_tail, suffix, ids, field_count,
+                                  encode_key, entry_fields, metadata_field);
+        Py_DECREF(entry);
+        if (status != 0)
             goto failed;
     }
     Py_ssize_t start = PyByteArray_GET_SIZE(out);
