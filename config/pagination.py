@@ -147,7 +147,9 @@ class KeysetPagination(pagination.BasePagination):
         if after is None or after[0] is not None:
             # The rows with a value: ``field >= v AND (field > v OR id > i)`` rather than the
             # equivalent OR alone, so that an index of (field, id) is entered at the position.
-            present = queryset.filter(**{f"{self.field}__isnull": False})
+            present = queryset
+            if self.model_field.null:
+                present = present.filter(**{f"{self.field}__isnull": False})
             if after is not None:
                 value, row_id = after
                 beyond, reached = ("lt", "lte") if descending else ("gt", "gte")
