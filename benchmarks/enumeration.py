@@ -68,6 +68,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 THROUGHPUT_TARGET = 0.5  # Census files/s >= this x the floor's
 RSS_TARGET_BYTES = 150_000_000  # 150 MB
 RECOVERY_TARGET = 1.15  # interrupted total <= this x the uninterrupted run
+# The Reaper's period where a worker is killed (recovery, the resumed rss run), and in the
+# uninterrupted runs compared with them: a dead worker's tasks are taken back within a second.
+REAP_EVERY_AFTER_A_KILL = 1.0
 
 
 class BenchError(Exception):
@@ -1044,9 +1047,11 @@ def _rss_resumed(args: argparse.Namespace, tree: Tree) -> dict:
         started[0].kill()
         started.append(Worker("rss-resume", env, logdir, solo=True, cwd=args.worker_repo))
         started[1].wait_ready()
-        # A worker was killed: the Reaper every second, as in the recovery benchmark.
         session = follow(
-            session.pk, timeout=args.timeout, meter=CpuMeter(started[1:]), reap_every=1.0
+            session.pk,
+            timeout=args.timeout,
+            meter=CpuMeter(started[1:]),
+            reap_every=REAP_EVERY_AFTER_A_KILL,
         )
         memory = {f"after_{k}": v for k, v in memory_status(started[1].pid).items()}
     finally:
@@ -1075,12 +1080,12 @@ def bench_recovery(args: argparse.Namespace, results: dict) -> None:
         else None
     )
     # Runs of the same code vary by about 15 % here, as much as the margin the target allows:
-    # with --repeat N, N uninterrupted and N interrupted runs alternate and their medians are
-    # compared.
+    # with --repeat N, N uninterrupted and N interrupted runs alternate, and the median of the
+    # pairs' ratios is the verdict.
     pairs = []
     for _ in range(args.repeat):
         if fixed is None:
-            ref = census_run(args, tree, "reference", reap_every=1.0)
+            ref = census_run(args, tree, "reference", reap_every=REAP_EVERY_AFTER_A_KILL)
             describe(ref)
             reference = {
                 "seconds": ref.seconds,
@@ -1089,7 +1094,9 @@ def bench_recovery(args: argparse.Namespace, results: dict) -> None:
             }
         else:
             reference = fixed
-        run = census_run(args, tree, "recovery", kill_at=args.kill_at, reap_every=1.0)
+        run = census_run(
+            args, tree, "recovery", kill_at=args.kill_at, reap_every=REAP_EVERY_AFTER_A_KILL
+        )
         describe(run)
         ratio = run.seconds / reference["seconds"]
         say(
@@ -1425,7 +1432,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="throughput: alternate N floors and N Census runs; recovery: N uninterrupted and N "
-        "interrupted runs; bound: N floors and N measurements; the medians are compared",
+        "interrupted runs (both: the pairs' median ratio); bound: N floors and N measurements "
+        "(their medians compared)",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per session")
     parser.add_argument("--json", type=Path, help="also write the figures here")
