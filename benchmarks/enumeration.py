@@ -1098,6 +1098,11 @@ def bench_recovery(args: argparse.Namespace, results: dict) -> None:
             args, tree, "recovery", kill_at=args.kill_at, reap_every=REAP_EVERY_AFTER_A_KILL
         )
         describe(run)
+        if "killed" not in run.events:
+            raise BenchError(
+                f"the session ended before {args.kill_at:.0%} of its files were found, so "
+                "nothing was killed: use a larger tree (--dirs)"
+            )
         ratio = run.seconds / reference["seconds"]
         say(
             f"  killed at {run.events['killed']}s, fresh workers ready at "
