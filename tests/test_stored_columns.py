@@ -162,3 +162,33 @@ def test_no_index_of_the_engine_tables_repeats_the_start_of_another():
         and list(other_columns[: len(columns)]) == list(columns)
     ]
     assert redundant == []
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's catalogue")
+def test_the_tables_written_for_every_directory_carry_only_the_indexes_read_through():
+    """A Batch and a record are written for every directory and entry listed, and every index
+    is paid for on each write: these are the ones the engine, the API and the admin read
+    through. A new one belongs here only with the query that needs it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.relname, array_agg(a.attname ORDER BY k.ord), i.indisunique, "
+            "i.indpred IS NOT NULL "
+            "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+            "CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+            "WHERE t.relname = ANY(%s) GROUP BY t.relname, i.indexrelid, i.indisunique, i.indpred",
+            [[Batch._meta.db_table, TaskOutputRecord._meta.db_table]],
+        )
+        found = {
+            (table, tuple(columns), unique, partial) for table, columns, unique, partial in cursor
+        }
+    batch, records = Batch._meta.db_table, TaskOutputRecord._meta.db_table
+    assert found == {
+        (batch, ("id",), True, False),
+        (batch, ("session_id", "unit_hash"), True, False),  # one batch per unit
+        (batch, ("session_id",), False, True),  # the Pipeliner's cursor
+        (batch, ("completed_at", "id"), False, False),  # the API's order
+        (batch, ("task_id",), False, False),  # a task's units: its requeue, ?task=, its delete
+        (records, ("id",), True, False),  # the API's pages, a batch's id bounds
+        (records, ("batch_id", "object_key_hash"), True, False),  # invariant 4
+    }

@@ -159,6 +159,9 @@ class Batch(Timeline):
     # a session's or a task's records are found along its id by these bounds (selectors).
     first_record_id = models.BigIntegerField(null=True, blank=True, editable=False)
     last_record_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    # Timeline's, without its index: a session's stall check reads the session's own, and no
+    # query filters or orders batches by it; the index only cost each directory's insert.
+    last_update = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
