@@ -130,31 +130,40 @@ def _renewal_interval(cfg: EngineSettings) -> float:
 
 
 def _heartbeat(
-    task_id: uuid.UUID, worker_id: str, lease: timedelta, *, committing: bool = False
+    task_id: uuid.UUID,
+    worker_id: str,
+    lease: timedelta,
+    *,
+    committing: bool = False,
+    durable: bool = True,
 ) -> None:
     """Extend the lease; raise LeaseLost when it is not ours any more. Call inside a transaction.
-    ``committing``: the transaction commits units, so it records that this attempt progressed."""
+    ``committing``: the transaction commits units, so it records that this attempt progressed.
+    ``durable=False`` (PostgreSQL): the transaction's commit does not wait for its WAL to reach
+    the disk, for a transaction none of whose writes must outlive a crash of the database."""
     # One statement prepared here rather than by the ORM: it runs in every commit and every
     # staged batch, and compiling it cost more than the database spent on it.
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
         cursor.execute(
-            _heartbeat_sql(committing),
+            _heartbeat_sql(committing, durable or connection.vendor != "postgresql"),
             [adapt(now + lease), adapt(now), _db(task_id), TaskStatus.RUNNING, worker_id],
         )
-        still_ours = cursor.rowcount
+        still_ours = cursor.rowcount  # the UPDATE's: the last statement's
     if not still_ours:
         raise LeaseLost(f"task {task_id} is no longer leased to {worker_id}")
 
 
 @functools.cache
-def _heartbeat_sql(committing: bool) -> str:
-    """``_heartbeat``'s UPDATE; a committing one also records that this attempt progressed."""
+def _heartbeat_sql(committing: bool, durable: bool) -> str:
+    """``_heartbeat``'s UPDATE; a committing one also records that this attempt progressed. Not
+    ``durable``: the SET that makes the commit asynchronous goes in the same round trip."""
     column = {f.name: connection.ops.quote_name(f.column) for f in Task._meta.fields}
     progress = f", {column['last_commit_attempt']} = {column['attempts']}" if committing else ""
     return (
-        f"UPDATE {Task._meta.db_table} SET {column['lease_expires_at']} = %s, "
+        ("" if durable else "SET LOCAL synchronous_commit TO OFF; ")
+        + f"UPDATE {Task._meta.db_table} SET {column['lease_expires_at']} = %s, "
         f"{column['heartbeat_at']} = %s{progress} "
         f"WHERE {column['id']} = %s AND {column['status']} = %s AND {column['lease_owner']} = %s"
     )
@@ -450,9 +459,16 @@ def _stage(
 ) -> None:
     """Stage one streamed batch of a unit, in a transaction that proves the lease is ours. Not
     progress that spares an attempt: a directory that keeps growing would give every run
-    something new to stage, and a task cut short each time would never end."""
+    something new to stage, and a task cut short each time would never end.
+
+    Its commit does not wait for the disk: nothing it writes must outlive a crash of the
+    database. The staging table is UNLOGGED (empty after a crash, and the unit is listed
+    again), and a heartbeat lost with it only makes the lease look older, which the next
+    write's lease check settles as it settles any take-back. The unit's own commit is
+    synchronous and flushes all that came before it. (A directory of 200,000 files is 2,000
+    staged batches, each spared a flush.)"""
     with transaction.atomic():
-        _heartbeat(task.pk, worker_id, cfg.lease)
+        _heartbeat(task.pk, worker_id, cfg.lease, durable=False)
         _write_rows(
             StagedOutputRecord, task, "unit_hash", [_RowGroup(unit_key, unit_hash, entries)]
         )
@@ -493,7 +509,13 @@ class ListedUnit:
 
 
 def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
-    """Move a unit's staged rows (and its tail) into the output table; counts by record type."""
+    """Move a unit's staged rows (and its tail) into the output table; counts by record type.
+
+    A plain INSERT, not ON CONFLICT DO NOTHING: the rows go under the Batch just inserted (new,
+    and unique per unit), and staging holds a key once per task, so no row can collide; were
+    one to, the commit fails whole rather than dropping it. (Asked to resolve conflicts,
+    PostgreSQL checks the unique key before every row and logs each one twice: a third of the
+    move's time for 200,000 staged files.)"""
     batch = unit.batch
     _write_rows(
         StagedOutputRecord, task, "unit_hash", [_RowGroup(batch.unit, batch.unit_hash, unit.tail)]
@@ -522,8 +544,7 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
                 f"SELECT (%s::bigint[])[(n / %s + 1)::int] + n %% %s, {_MOVE_COLUMNS}, %s "
                 f"FROM (SELECT {_MOVE_COLUMNS}, row_number() OVER "
                 f"(ORDER BY {_FILES_FIRST}) - 1 AS n "
-                f"FROM {staged} WHERE task_id = %s AND unit_hash = %s) AS numbered "
-                "ON CONFLICT DO NOTHING",
+                f"FROM {staged} WHERE task_id = %s AND unit_hash = %s) AS numbered",
                 [
                     starts,
                     block,
@@ -539,21 +560,12 @@ def _move_staged(task: Task, unit: ListedUnit) -> Counter[str]:
                 f"INSERT INTO {output} ({_MOVE_COLUMNS}, batch_id) "
                 f"SELECT {_MOVE_COLUMNS}, %s FROM {staged} "
                 "WHERE task_id = %s AND unit_hash = %s "
-                f"ORDER BY {_FILES_FIRST} "
-                "ON CONFLICT DO NOTHING",
+                f"ORDER BY {_FILES_FIRST}",
                 [_db(batch.pk), _db(task.pk), batch.unit_hash, RecordType.FILE],
             )
-        moved = cursor.rowcount
         cursor.execute(
             f"DELETE FROM {staged} WHERE task_id = %s AND unit_hash = %s",
             [_db(task.pk), batch.unit_hash],
-        )
-    if moved != batch.items_processed:
-        # Only a replay of an already committed unit could do this; the unique keys kept it out.
-        logger.warning(
-            "unit %s: %d staged records were already committed",
-            batch.unit,
-            batch.items_processed - moved,
         )
     return by_type
 
