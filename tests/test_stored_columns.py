@@ -12,7 +12,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from enumeration.choices import RecordType, SessionStatus
 from enumeration.connectors.base import Entry
-from enumeration.connectors.keys import decode_key, key_digest, key_hash
+from enumeration.connectors.keys import decode_key, encode_key, key_digest, key_hash
 from enumeration.models import Batch, TaskOutputRecord
 from enumeration.models.fields import uuid7
 from enumeration.services.inprocess import session_drain
@@ -192,3 +192,64 @@ def test_the_tables_written_for_every_directory_carry_only_the_indexes_read_thro
         (records, ("id",), True, False),  # the API's pages, a batch's id bounds
         (records, ("batch_id", "object_key_hash"), True, False),  # invariant 4
     }
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the Batch COPY is PostgreSQL's")
+def test_the_batch_copy_stores_what_the_orm_stores_awkward_values_included(tmp_path):
+    """Batches are written by a text-format COPY built by hand (engine._insert_batches): every
+    field must come back as ``bulk_create`` writes it, escapes, NULLs and JSON included."""
+    from django.utils import timezone
+
+    from enumeration.models import Task
+    from enumeration.services import engine
+
+    session = enumerate_target(path=str(tmp_path))
+    task = Task.objects.get(session=session)
+    awkward = [
+        "/d/tab\there",
+        "/d/new\nline",
+        "/d/back\\slash\\N",
+        "/d/cr\rhere",
+        '/d/"quoted"',
+        "/d/ünïcödé ∑",
+        encode_key(b"/d/not-utf8-\xff\xfe"),
+    ]
+
+    def batches(suffix: str) -> list[Batch]:
+        made = []
+        for n, unit in enumerate(awkward):
+            batch = Batch.started(
+                session_id=session.pk,
+                task_id=task.pk,
+                unit=unit,
+                unit_hash=key_hash(os.fsencode(unit + suffix)),
+                checkpoint={"unit": unit, "cursor": None, "n": [n, 1.5, True]},
+            )
+            if n % 3 == 0:
+                batch.mark_failed(f"unreadable:\t{unit}\nsee \\ here")
+            elif n % 3 == 1:
+                batch.mark_successful(n + 3)
+                batch.hold_record_ids(10 * n, 10 * n + 2)
+                batch.pipelined = True
+            # else: still in progress, completed_at NULL
+            made.append(batch)
+        return made
+
+    copied, created = batches("a"), batches("b")
+    engine._insert_batches(copied)
+    Batch.objects.bulk_create(created)
+    assert timezone.is_aware(copied[0].started_at)
+
+    fields = [f.attname for f in Batch._meta.concrete_fields if f.name not in ("id", "unit_hash")]
+    stored = {
+        b["unit_hash"]: {f: b[f] for f in fields}
+        for b in Batch.objects.filter(session=session).values()
+    }
+    for a, b in zip(copied, created, strict=True):
+        by_copy, by_orm = stored[a.unit_hash], stored[b.unit_hash]
+        timeline = ("started_at", "completed_at", "last_update")
+        assert {f: v for f, v in by_copy.items() if f not in timeline} == {
+            f: v for f, v in by_orm.items() if f not in timeline
+        }
+        assert {f: by_copy[f] for f in timeline} == {f: getattr(a, f) for f in timeline}
+        assert by_copy["unit"] == a.unit and by_copy["checkpoint"] == a.checkpoint
