@@ -70,7 +70,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 THROUGHPUT_TARGET = 0.5  # Census files/s >= this x the floor's
 RSS_TARGET_BYTES = 150_000_000  # 150 MB
-RECOVERY_TARGET = 1.15  # interrupted total <= this x the uninterrupted run
+RECOVERY_TARGET = 1.15  # interrupted working time <= this x the uninterrupted run
 # The Reaper's period where a worker is killed (recovery, the resumed rss run), and in the
 # uninterrupted runs compared with them: a dead worker's tasks are taken back within a second.
 REAP_EVERY_AFTER_A_KILL = 1.0
