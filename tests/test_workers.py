@@ -3,7 +3,8 @@ a directory (the Reaper requeues; a worker restarted on the same machine takes t
 without waiting for the lease), a message delivered twice, a broker that restarts empty
 mid-run, a message lost with a worker, a worker's database connection (kept from task to task
 by config/celery.py, and closed under it by the database: ``pg_terminate_backend`` plays the
-restart, it is what a client sees of one), and a worker killed while it deletes a session.
+restart, it is what a client sees of one), a crash of a PostgreSQL of the test's own in the
+middle of a directory, and a worker killed while it deletes a session.
 
 The test process plays beat: it runs the Reaper every second, as the periodic job would.
 """
@@ -12,10 +13,13 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg2
 import pytest
 import redis
 from django.db import connection
@@ -30,7 +34,8 @@ from enumeration.services.inprocess import session_drain
 from enumeration.services.retention import session_purge_start, sessions_purge_marked
 from enumeration.services.sessions import ReapResult, enumerate_target, tasks_reap
 from enumeration.tasks import purge_sessions, run_enumeration_task
-from tests.fixtures.trees import assert_matches_ground_truth
+from tests.fixtures.trees import assert_matches_ground_truth, expected_keys
+from tests.fixtures.workers import REPO
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers]
 
@@ -454,3 +459,91 @@ def test_a_worker_killed_while_deleting_a_session_leaves_whole_batches_for_the_n
     assert sessions_purge_marked().sessions == 1
     assert not TaskOutputRecord.objects.filter(session_id=session.pk).exists()
     assert not Task.objects.filter(session_id=session.pk).exists()
+
+
+def _manage(database_url: str, broker: str, *args: str) -> str:
+    """A management command of this checkout against another database; its output."""
+    env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker}
+    env["LOG_LEVEL"] = "WARNING"
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _scalar(database_url: str, sql: str, params: tuple = ()) -> object:
+    with psycopg2.connect(database_url) as db, db.cursor() as cursor:
+        cursor.execute(sql, params)
+        value = cursor.fetchone()[0]
+    db.close()
+    return value
+
+
+def test_a_database_crash_mid_directory_loses_nothing_and_lists_the_directory_again(
+    make_tree, start_worker, postgres_server, broker_url, tmp_path
+):
+    # Given two workers on a PostgreSQL of our own, and a tree with a directory of 3,000 files
+    # whose listing (50 entries a batch) pauses once it has staged 5 batches
+    tree = make_tree(directories=300, files=3000)
+    big = Path(os.fsdecode(tree.root)) / "big"
+    big.mkdir()
+    for i in range(3000):
+        (big / f"f{i:04d}").touch()
+    db = postgres_server.url()
+    _manage(db, broker_url, "migrate", "--no-input", "-v", "0")
+    env = {
+        **FAST_LEASE,
+        "DATABASE_URL": db,
+        "CENSUS_LISTING_BATCH_SIZE": "50",
+        "CENSUS_TEST_PAUSE_LISTING": f"big:5:4:{tmp_path / 'paused'}",
+    }
+    workers = [start_worker(f"w{i}", env=env) for i in (1, 2)]
+    out = _manage(db, broker_url, "enumerate", os.fsdecode(tree.root))
+    session_id = re.search(r"session (\S+) started", out).group(1)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "paused").exists():
+        assert time.monotonic() < deadline, "the listing of big never paused"
+        time.sleep(0.1)
+    staged = _scalar(db, "SELECT count(*) FROM staged_output_records")
+    # When the database crashes in the middle of that directory and comes back
+    postgres_server.crash()
+    time.sleep(1)
+    postgres_server.start()
+    # (beat's Reaper, every second or so, as the other tests play it)
+    deadline = time.monotonic() + 300
+    status = "IN_PROGRESS"
+    while status in {"INITIALIZED", "IN_PROGRESS", "STALLED"}:
+        assert time.monotonic() < deadline, f"session still {status} after the crash"
+        _manage(db, broker_url, "reap")
+        status = _scalar(
+            db, "SELECT status FROM enumeration_sessionstate WHERE id = %s", (session_id,)
+        )
+    # Then the run completes with exactly the ground truth, and the directory was listed again
+    # from its start: what it had staged went with the crash (the staging table is UNLOGGED)
+    assert staged >= 250, "nothing was staged when the database crashed: the test proved nothing"
+    assert status == SessionStatus.COMPLETED
+    with psycopg2.connect(db) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT r.object_key FROM task_output_records r "
+            "JOIN enumeration_batch b ON b.id = r.batch_id WHERE b.session_id = %s",
+            (session_id,),
+        )
+        keys = [row[0] for row in cursor]
+        cursor.execute(
+            "SELECT items_resumed, items_processed FROM enumeration_batch "
+            "WHERE session_id = %s AND unit = %s",
+            (session_id, encode_key(os.fsencode(big))),
+        )
+        resumed, processed = cursor.fetchone()
+    conn.close()
+    expected = expected_keys(tree)
+    assert set(keys) == expected and len(keys) == len(expected)
+    assert (resumed, processed) == (0, 3000)
+    for worker in workers:
+        assert worker.proc.poll() is None, f"{worker.name} died with the database"
