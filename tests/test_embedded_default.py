@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.workers import manage_py
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,18 +30,6 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
     }
     env["CENSUS_VAR_DIR"] = str(tmp_path / "var")
     return env
-
-
-def _manage(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
-    """``manage.py COMMAND`` in a process of its own with ``env``, its output captured."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *command],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.slow
@@ -93,7 +83,7 @@ def test_make_demo_runs_on_the_embedded_default(tmp_path):
 
 def test_the_monitor_commands_say_in_one_line_that_they_need_postgresql(tmp_path):
     for command in (["nms_tick"], ["nms_poll", "1"]):
-        result = _manage(_embedded_env(tmp_path), *command)
+        result = manage_py(_embedded_env(tmp_path), *command)
         assert result.returncode == 1, result.stderr
         assert "needs PostgreSQL" in result.stderr
         assert "Traceback" not in result.stderr
@@ -325,7 +315,7 @@ def test_a_listing_batch_size_out_of_range_is_refused(tmp_path, size):
     # Given a batch size with which a listing would end at once (or break SQLite's exclusion)
     env = _embedded_env(tmp_path) | {"CENSUS_LISTING_BATCH_SIZE": size}
     # When Census starts, it refuses, saying what is allowed
-    result = _manage(env, "check")
+    result = manage_py(env, "check")
     assert result.returncode != 0
     assert f"CENSUS_LISTING_BATCH_SIZE ({size}) must be between 1 and 10000" in result.stderr
 
@@ -337,7 +327,7 @@ def test_a_visibility_timeout_no_longer_than_the_task_time_limit_is_refused(tmp_
         "CELERY_VISIBILITY_TIMEOUT": "3600",
     }
     # When Census starts, it refuses, naming both
-    result = _manage(env, "check")
+    result = manage_py(env, "check")
     assert result.returncode != 0
     assert "CELERY_VISIBILITY_TIMEOUT (3600 s) must be longer than" in result.stderr
 
@@ -348,12 +338,12 @@ def test_migrating_the_engine_alone_on_a_new_database_leaves_the_jobs_to_the_ful
     # Given a new database (the embedded default's SQLite file)
     env = _embedded_env(tmp_path)
     # When only the engine's migrations run: beat's tables are not made yet
-    alone = _manage(env, "migrate", "enumeration", "--no-input", "-v", "0")
+    alone = manage_py(env, "migrate", "enumeration", "--no-input", "-v", "0")
     # Then it succeeds, and the full migrate writes the periodic jobs
     assert alone.returncode == 0, alone.stderr
-    full = _manage(env, "migrate", "--no-input", "-v", "0")
+    full = manage_py(env, "migrate", "--no-input", "-v", "0")
     assert full.returncode == 0, full.stderr
-    jobs = _manage(
+    jobs = manage_py(
         env,
         "shell",
         "-v",

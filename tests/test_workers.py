@@ -13,8 +13,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +33,7 @@ from enumeration.services.retention import session_purge_start, sessions_purge_m
 from enumeration.services.sessions import ReapResult, enumerate_target, tasks_reap
 from enumeration.tasks import purge_sessions, run_enumeration_task
 from tests.fixtures.trees import assert_matches_ground_truth, expected_keys
-from tests.fixtures.workers import REPO
+from tests.fixtures.workers import manage_py
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.workers]
 
@@ -464,15 +462,7 @@ def test_a_worker_killed_while_deleting_a_session_leaves_whole_batches_for_the_n
 def _manage(database_url: str, broker: str, *args: str) -> str:
     """A management command of this checkout against another database; its output."""
     env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker}
-    env["LOG_LEVEL"] = "WARNING"
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = manage_py({**env, "LOG_LEVEL": "WARNING"}, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
