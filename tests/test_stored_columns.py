@@ -9,12 +9,14 @@ import pytest
 from django.apps import apps as django_apps
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from enumeration.choices import RecordType, SessionStatus
 from enumeration.connectors.base import Entry
 from enumeration.connectors.keys import decode_key, encode_key, key_digest, key_hash
-from enumeration.models import Batch, TaskOutputRecord
+from enumeration.models import Batch, Task, TaskOutputRecord
 from enumeration.models.fields import uuid7
+from enumeration.services import engine
 from enumeration.services.inprocess import session_drain
 from enumeration.services.sessions import enumerate_target
 
@@ -198,11 +200,6 @@ def test_the_tables_written_for_every_directory_carry_only_the_indexes_read_thro
 def test_the_batch_copy_stores_what_the_orm_stores_awkward_values_included(tmp_path):
     """Batches are written by a text-format COPY built by hand (engine._insert_batches): every
     field must come back as ``bulk_create`` writes it, escapes, NULLs and JSON included."""
-    from django.utils import timezone
-
-    from enumeration.models import Task
-    from enumeration.services import engine
-
     session = enumerate_target(path=str(tmp_path))
     task = Task.objects.get(session=session)
     awkward = [

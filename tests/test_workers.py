@@ -26,7 +26,7 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from enumeration.choices import BatchStatus, SessionStatus, TaskKind
 from enumeration.connectors.keys import encode_key
-from enumeration.models import Batch, SessionState, Task, TaskOutputRecord
+from enumeration.models import Batch, SessionState, StagedOutputRecord, Task, TaskOutputRecord
 from enumeration.models.sessions import ACTIVE_SESSION_STATUSES
 from enumeration.services.inprocess import session_drain
 from enumeration.services.retention import session_purge_start, sessions_purge_marked
@@ -500,33 +500,34 @@ def test_a_database_crash_mid_directory_loses_nothing_and_lists_the_directory_ag
     while not (tmp_path / "paused").exists():
         assert time.monotonic() < deadline, "the listing of big never paused"
         time.sleep(0.1)
-    staged = _scalar(db, "SELECT count(*) FROM staged_output_records")
+    staged = _scalar(db, f"SELECT count(*) FROM {StagedOutputRecord._meta.db_table}")
     # When the database crashes in the middle of that directory and comes back
     postgres_server.crash()
     time.sleep(1)
     postgres_server.start()
     # (beat's Reaper, every second or so, as the other tests play it)
     deadline = time.monotonic() + 300
-    status = "IN_PROGRESS"
-    while status in {"INITIALIZED", "IN_PROGRESS", "STALLED"}:
+    status = SessionStatus.IN_PROGRESS
+    while status in ACTIVE_SESSION_STATUSES:
         assert time.monotonic() < deadline, f"session still {status} after the crash"
         _manage(db, broker_url, "reap")
         status = _scalar(
-            db, "SELECT status FROM enumeration_sessionstate WHERE id = %s", (session_id,)
+            db, f"SELECT status FROM {SessionState._meta.db_table} WHERE id = %s", (session_id,)
         )
     # Then the run completes with exactly the ground truth, and the directory was listed again
     # from its start: what it had staged went with the crash (the staging table is UNLOGGED)
     assert staged >= 250, "nothing was staged when the database crashed: the test proved nothing"
     assert status == SessionStatus.COMPLETED
     with psycopg2.connect(db) as conn, conn.cursor() as cursor:
+        records, batches = TaskOutputRecord._meta.db_table, Batch._meta.db_table
         cursor.execute(
-            "SELECT r.object_key FROM task_output_records r "
-            "JOIN enumeration_batch b ON b.id = r.batch_id WHERE b.session_id = %s",
+            f"SELECT r.object_key FROM {records} r "
+            f"JOIN {batches} b ON b.id = r.batch_id WHERE b.session_id = %s",
             (session_id,),
         )
         keys = [row[0] for row in cursor]
         cursor.execute(
-            "SELECT items_resumed, items_processed FROM enumeration_batch "
+            f"SELECT items_resumed, items_processed FROM {batches} "
             "WHERE session_id = %s AND unit = %s",
             (session_id, encode_key(os.fsencode(big))),
         )
