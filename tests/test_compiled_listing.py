@@ -324,6 +324,40 @@ def test_any_entries_encode_the_same_in_both(entries, with_ids):
 
 
 @needs_build
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(entries=st.lists(_entries, max_size=120, unique_by=lambda e: e.digest))
+def test_any_entries_sort_by_digest_the_same_in_both(entries):
+    # A commit writes each unit's rows by digest (engine._in_digest_order): the compiled sort
+    # gives the pure-Python sort's order, in a new list, the listed one left as it was
+    from django.conf import settings
+
+    listed = list(entries)
+    out = []
+    saved = settings.CENSUS
+    try:
+        for on in (True, False):
+            settings.CENSUS = {**saved, "COMPILED_LISTING": on}
+            out.append(engine._in_digest_order(entries))
+    finally:
+        settings.CENSUS = saved
+    assert out[0] == out[1] == sorted(entries, key=lambda e: e.digest)
+    assert out[0] is not entries and entries == listed
+
+
+@needs_build
+def test_the_compiled_sort_refuses_what_it_cannot_sort():
+    scan = compiled()
+    entry = Entry(RecordType.FILE, b"/a", key_digest(b"/a"), b"a", 1, 1)
+    with pytest.raises(TypeError, match="expected a list"):
+        scan.sort_by_digest((entry, entry))
+    for bad in ("FILE", (RecordType.FILE, b"/a"), entry._replace(digest=b"short")):
+        with pytest.raises(TypeError, match="item 1 is not an entry with a 16-byte digest"):
+            scan.sort_by_digest([entry, bad])
+    with pytest.raises(TypeError, match="item 0 is not an entry"):
+        scan.sort_by_digest([entry._replace(digest=key_digest(b"/a").hex())])
+
+
+@needs_build
 def test_the_compiled_encoder_refuses_what_it_cannot_encode(use_compiled):
     use_compiled(True)
     task = SimpleNamespace(session_id=uuid.UUID(int=1), pk=uuid.UUID(int=2))

@@ -494,6 +494,47 @@ def test_a_resumed_listing_does_not_hold_what_was_staged_in_memory(tmp_path, set
     ) == sorted(os.path.join(unit, os.fsencode(n)) for n in os.listdir(tmp_path))
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads the table's physical order")
+def test_a_commit_writes_its_records_in_the_order_of_their_unique_key(tmp_path):
+    # Given four directories of 50 files, listed one after the other for one commit
+    for d in range(4):
+        (tmp_path / f"d{d}").mkdir()
+        for f in range(50):
+            (tmp_path / f"d{d}" / f"f{f:02d}").touch()
+    session = enumerate_target(path=tmp_path)
+    assert task_run(task_id=Task.objects.get(session=session).pk).status == "completed"
+    task = Task.objects.get(
+        session=session, status=TaskStatus.PENDING, kind=TaskKind.DISCOVERY_ENUMERATE
+    )
+    claimed = task_claim(task_id=task.pk, worker_id="w")
+    cfg = engine.engine_settings()
+    units = [
+        engine._list_unit(claimed, "w", cfg, decode_key(path), maybe_staged=False)
+        for path in task.paths_to_scan
+    ]
+    as_listed = [list(u.tail) for u in units]
+    ids_at_listing = {u.batch.pk for u in units}
+    # When they are committed together
+    engine._commit_units(claimed, "w", cfg, units)
+    # Then their Batches have new ids, ascending in the units' order
+    batch_ids = [u.batch.pk for u in units]
+    assert batch_ids == sorted(batch_ids) and not ids_at_listing & set(batch_ids)
+    assert Batch.objects.filter(pk__in=batch_ids).count() == 4
+    # And the records went into the table in the order of its key (batch, digest): a commit
+    # adds to the key's right edge instead of splitting its pages between older keys
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT batch_id, object_key_hash FROM task_output_records "
+            "WHERE batch_id = ANY(%s) ORDER BY ctid",
+            [batch_ids],
+        )
+        written = cursor.fetchall()
+    assert len(written) == 200 and written == sorted(written)
+    # And only what was written was sorted: each unit keeps its entries in the order listed,
+    # so that they are freed in the order they were made
+    assert [u.tail for u in units] == as_listed
+
+
 def test_a_long_commit_renews_the_lease_from_its_end(tmp_path, settings, monkeypatch):
     # Given a claimed task whose unit's commit takes most of a 2-second lease
     settings.CENSUS = {**settings.CENSUS, "LEASE_SECONDS": 2}

@@ -11,7 +11,10 @@
  * COPY rows, byte for byte. What is rare (a key that is not ASCII, a missing size or time, an
  * entry's metadata) it asks Python for, through the callables it is given.
  *
- * tests/test_compiled_listing.py holds both against their pure-Python twins.
+ * `sort_by_digest` orders a commit's rows as the output table's unique key does
+ * (`engine._in_digest_order`).
+ *
+ * tests/test_compiled_listing.py holds each against its pure-Python twin.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -789,6 +792,43 @@ failed:
 
 /* --- module ------------------------------------------------------------------------------- */
 
+/* `sort_by_digest`: order 16-byte digests as bytes compare them. */
+static int
+digest_order(const void *a, const void *b)
+{
+    return memcmp(PyBytes_AS_STRING(PyTuple_GET_ITEM(*(PyObject *const *)a, 2)),
+                  PyBytes_AS_STRING(PyTuple_GET_ITEM(*(PyObject *const *)b, 2)), DIGEST_SIZE);
+}
+
+/* sort_by_digest(entries): sort a list of entries in place by their digests, the pure-Python
+ * `entries.sort(key=itemgetter(2))` (engine._in_digest_order) without a Python comparison per
+ * pair. Every item is checked first: nothing runs during the sort but memcmp, so the list
+ * cannot change under it. Digests are a key's hash, unique within a listing: equal ones, if
+ * any, may come in either order. */
+static PyObject *
+sort_by_digest(PyObject *module, PyObject *entries)
+{
+    if (!PyList_CheckExact(entries)) {
+        PyErr_Format(PyExc_TypeError, "sort_by_digest: expected a list, got %.100s",
+                     Py_TYPE(entries)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 3 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(entry, 2)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 2)) != DIGEST_SIZE) {
+            PyErr_Format(PyExc_TypeError,
+                         "sort_by_digest: item %zd is not an entry with a %d-byte digest", i,
+                         DIGEST_SIZE);
+            return NULL;
+        }
+    }
+    qsort(((PyListObject *)entries)->ob_item, (size_t)n, sizeof(PyObject *), digest_order);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(entry_type, file, directory, other): what the records are made of."},
@@ -797,6 +837,8 @@ static PyMethodDef module_methods[] = {
     {"encode_rows", encode_rows, METH_VARARGS,
      "encode_rows(out, entries, heads, empty_tail, suffix, ids, field_count, encode_key, "
      "entry_fields, metadata_field): binary COPY rows of entries, appended to out."},
+    {"sort_by_digest", sort_by_digest, METH_O,
+     "sort_by_digest(entries): sort a list of entries in place by their digests."},
     {NULL},
 };
 
