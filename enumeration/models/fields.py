@@ -42,9 +42,10 @@ class DigestField(models.CharField):
 def uuid7() -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 version 7): 48 bits of Unix milliseconds, then random.
 
-    Batch ids are these, so the output table's (batch, digest) key grows at its right edge
-    instead of touching a random page of the index for every committed directory. (Python
-    3.14's ``uuid.uuid7`` makes the same; the machines run 3.11.)
+    Batch ids are these, given at commit (``engine._new_batch_ids``), so the output table's
+    (batch, digest) key grows at its right edge instead of touching a random page of the index
+    for every committed directory. (Python 3.14's ``uuid.uuid7`` makes the same; the machines
+    run 3.11.)
     """
     milliseconds = time.time_ns() // 1_000_000
     value = (milliseconds & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10))
