@@ -194,6 +194,11 @@ CENSUS = {
     # end at once (every directory committed empty); above 10,000 a resumed listing's exclusion
     # query would pass SQLite's limit of bound parameters.
     "LISTING_BATCH_SIZE": _env_int_between("CENSUS_LISTING_BATCH_SIZE", 100, 1, 10_000),
+    # Entries a unit's listing holds in memory before it stages them. A unit listed to its end
+    # within this many is committed from memory; past it, every streamed batch but the last goes
+    # to the staging table as it comes, and an interrupted listing resumes from what was staged.
+    # Staged past one batch, a tree of 103-entry directories ran 2.8x slower (docs/benchmarks.md).
+    "UNIT_MEMORY_ENTRIES": _env_int_between("CENSUS_UNIT_MEMORY_ENTRIES", 1000, 0, 1_000_000),
     # Small directories share a commit until it holds this many entries (each stays atomic).
     "GROUP_COMMIT_ENTRIES": env.int("CENSUS_GROUP_COMMIT_ENTRIES", default=25_000),
     # Subdirectories per new DISCOVERY_ENUMERATE task made by the Pipeliner. A task costs a few

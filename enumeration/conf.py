@@ -9,6 +9,7 @@ from django.conf import settings
 @dataclass(frozen=True)
 class EngineSettings:
     listing_batch_size: int
+    unit_memory_entries: int
     group_commit_entries: int
     pipeline_group_size: int
     classification_group_size: int
@@ -23,6 +24,7 @@ def engine_settings() -> EngineSettings:
     c = settings.CENSUS
     return EngineSettings(
         listing_batch_size=c["LISTING_BATCH_SIZE"],
+        unit_memory_entries=c["UNIT_MEMORY_ENTRIES"],
         group_commit_entries=c["GROUP_COMMIT_ENTRIES"],
         pipeline_group_size=c["PIPELINE_GROUP_SIZE"],
         classification_group_size=c["CLASSIFICATION_GROUP_SIZE"],

@@ -231,6 +231,7 @@ def test_ctrl_c_during_wait_says_how_to_carry_on_and_resume_finishes_exactly(tmp
     env = _embedded_env(tmp_path) | {
         "LOG_LEVEL": "WARNING",
         "CENSUS_LISTING_BATCH_SIZE": "10",
+        "CENSUS_UNIT_MEMORY_ENTRIES": "0",  # "big" is staged past its first batch
         "CENSUS_TEST_PAUSE_LISTING": f"big:1:60:{tmp_path / 'paused'}",
     }
     tree = tmp_path / "tree"

@@ -402,13 +402,89 @@ def test_resume_inside_a_directory_skips_what_was_staged(tmp_path, settings):
     assert not StagedOutputRecord.objects.filter(task=task).exists()
 
 
+def _stage_calls(monkeypatch) -> list[int]:
+    """The size of each batch the engine stages, from now on."""
+    staged: list[int] = []
+    real_stage = engine._stage
+
+    def stage(task, worker_id, cfg, unit_key, unit_hash, entries):
+        staged.append(len(entries))
+        return real_stage(task, worker_id, cfg, unit_key, unit_hash, entries)
+
+    monkeypatch.setattr(engine, "_stage", stage)
+    return staged
+
+
+def test_a_unit_listed_within_the_memory_bound_is_committed_from_memory(
+    tmp_path, settings, monkeypatch
+):
+    # Given a directory of 45 files listed 10 at a time, and units held in memory up to 50
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 50}
+    for i in range(45):
+        (tmp_path / f"f{i:02d}").touch()
+    staged = _stage_calls(monkeypatch)
+    # When it is enumerated
+    session = drain(enumerate_target(path=tmp_path))
+    # Then none of its five batches went to staging, and its records are all there
+    assert session.status == SessionStatus.COMPLETED
+    assert staged == []
+    batch = Batch.objects.get(session=session)
+    assert (batch.items_processed, batch.expected_items, batch.items_resumed) == (45, 45, 0)
+    assert TaskOutputRecord.objects.filter(session=session).count() == 45
+
+
+def test_a_unit_past_the_memory_bound_stages_every_batch_but_the_last(
+    tmp_path, settings, monkeypatch
+):
+    # Given a directory of 75 files listed 10 at a time, and units held in memory up to 50
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 50}
+    for i in range(75):
+        (tmp_path / f"f{i:02d}").touch()
+    staged = _stage_calls(monkeypatch)
+    # When it is enumerated
+    session = drain(enumerate_target(path=tmp_path))
+    # Then the five batches held went to staging once the sixth passed the bound, and from then
+    # on every batch but the last: 70 entries staged, in batches, the last 5 from memory
+    assert staged == [10] * 7
+    assert session.status == SessionStatus.COMPLETED
+    assert TaskOutputRecord.objects.filter(session=session).count() == 75
+    assert not StagedOutputRecord.objects.exists()
+
+
+def test_a_staged_unit_shares_its_groups_commit(tmp_path, settings, monkeypatch):
+    # Given a task of three directories, the middle one staged (past a bound of 20 entries)
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 20}
+    for name, files in (("a", 3), ("b", 45), ("c", 4)):
+        (tmp_path / name).mkdir()
+        for i in range(files):
+            (tmp_path / name / f"f{i:02d}").touch()
+    session = enumerate_target(path=tmp_path)
+    assert task_run(task_id=Task.objects.get(session=session).pk).status == "completed"
+    task = Task.objects.get(session=session, status=TaskStatus.PENDING)
+    groups: list[list[bool]] = []
+    real_commit = engine._commit_units
+
+    def commit(task, worker_id, cfg, units):
+        groups.append([u.staged for u in units])
+        return real_commit(task, worker_id, cfg, units)
+
+    monkeypatch.setattr(engine, "_commit_units", commit)
+    # When the task runs
+    assert task_run(task_id=task.pk).status == "completed"
+    # Then the three units were committed together, the staged one's rows moved in that commit
+    assert groups == [[False, True, False]]
+    assert drain(session).status == SessionStatus.COMPLETED
+    assert TaskOutputRecord.objects.filter(session=session).count() == 3 + 3 + 45 + 4
+    assert not StagedOutputRecord.objects.exists()
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's commit setting")
 def test_staged_batches_commit_without_waiting_for_the_disk_and_their_unit_waits(
     tmp_path, settings, monkeypatch
 ):
-    # Given a directory of 25 files listed 10 at a time: two batches staged, the last five
-    # written in the unit's commit
-    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10}
+    # Given a directory of 25 files listed 10 at a time, every batch past the first staged: two
+    # batches staged, the last five written in the unit's commit
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 0}
     for i in range(25):
         (tmp_path / f"f{i:02d}").touch()
     writes = []
@@ -663,9 +739,10 @@ def test_workers_that_die_after_committing_a_unit_do_not_use_up_the_attempts(
 def test_runs_that_only_stage_part_of_a_growing_directory_still_use_up_the_attempts(
     tmp_path, settings, monkeypatch
 ):
-    # Given one big directory, listed 10 entries at a time, that gains 30 files between runs,
-    # and every run cut short after staging 2 batches of it (something new to stage each time)
-    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10}
+    # Given one big directory, listed 10 entries at a time and staged past its first batch, that
+    # gains 30 files between runs, and every run cut short after staging 2 batches of it
+    # (something new to stage each time)
+    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 0}
     for i in range(100):
         (tmp_path / f"f{i:04d}").touch()
     task = Task.objects.get(session=enumerate_target(path=tmp_path))

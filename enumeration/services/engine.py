@@ -2,13 +2,15 @@
 
 1. Claim the task with a lease (a conditional UPDATE: only one worker wins).
 2. Skip every unit that already has a completion marker (a Batch) in this session.
-3. List the next unit in sorted order; stage each streamed batch (lease checked in the same
-   transaction, so a worker that lost its lease stops writing). A unit interrupted mid-listing
-   keeps what it staged, and the connector skips those entries: it asks ``StagedExclusion``
-   which of each listed batch were staged, so that the staged key hashes are never all in memory.
-4. Commit the unit: staged rows move to ``task_output_records``, its Batch is written, the
-   session's counters move, staging for the unit is emptied: one transaction. Small units
-   share that transaction with the next few (a group commit); each is still all or nothing.
+3. List the next unit in sorted order. A unit that passes ``UNIT_MEMORY_ENTRIES`` stages each
+   streamed batch (lease checked in the same transaction, so a worker that lost its lease stops
+   writing); a smaller one stays in memory. A unit interrupted mid-listing keeps what it staged,
+   and the connector skips those entries: it asks ``StagedExclusion`` which of each listed batch
+   were staged, so that the staged key hashes are never all in memory.
+4. Commit the unit: its rows go to ``task_output_records`` (from memory, or moved from
+   staging), its Batch is written, the session's counters move, staging for the unit is
+   emptied: one transaction. Units share that transaction with the next few (a group commit);
+   each is still all or nothing.
    On PostgreSQL, units that fit in memory carry their own next stage into that transaction
    (their subdirectories' and files' tasks, the Batch committed as pipelined): the Pipeliner's
    work without reading the records back.
@@ -495,9 +497,10 @@ _FILE, _DIRECTORY = RecordType.FILE.value, RecordType.DIRECTORY.value
 class ListedUnit:
     """A unit listed to its end and not yet committed.
 
-    ``tail`` is its last streamed batch, still in memory; ``staged`` says whether earlier batches
-    went to staging. A unit that fits in one batch (the common case) is never staged: its commit
-    writes it straight to the output table, the same atomic result without the round trip.
+    ``tail`` is what of its listing is still in memory: all of it for a unit that ended within
+    ``UNIT_MEMORY_ENTRIES`` (the common case, never staged: its commit writes it straight to the
+    output table, the same atomic result without the round trips), the last streamed batch for
+    one that passed them; ``staged`` says whether earlier batches went to staging.
     """
 
     batch: Batch
@@ -830,7 +833,9 @@ class StagedExclusion:
 def _list_unit(
     task: Task, worker_id: str, cfg: EngineSettings, unit: bytes, *, maybe_staged: bool = True
 ) -> ListedUnit:
-    """List one unit to its end, staging every streamed batch but the last.
+    """List one unit to its end. A unit whose listing ends within ``UNIT_MEMORY_ENTRIES``
+    entries is held in memory and committed from there; past that, every streamed batch but the
+    last goes to staging as it comes, and the unit can be resumed from what was staged.
 
     ``maybe_staged=False`` says an earlier attempt staged nothing of it, which saves the look-up
     of what to exclude.
@@ -855,7 +860,9 @@ def _list_unit(
         logger.info("resuming %s: %d entries already staged are excluded", unit_key, already_staged)
     connector = connector_for(task.session.source_type)
     staged_batches = 0
-    held: list[Entry] = []
+    held: list[list[Entry]] = []  # listed batches not staged
+    held_entries = 0
+    staging = bool(already_staged)
     renewed = time.monotonic()
     try:
         for entries in connector.list_unit(
@@ -870,13 +877,17 @@ def _list_unit(
                         _heartbeat(task.pk, worker_id, cfg.lease)
                     renewed = time.monotonic()
                 continue
-            if held:
-                _stage(task, worker_id, cfg, unit_key, unit_hash, held)
-                renewed = time.monotonic()
-                staged_batches += 1
-                _pause_for_tests(cfg, unit, staged_batches)
-            held = entries
+            held.append(entries)
+            held_entries += len(entries)
             batch.expected_items += len(entries)
+            if len(held) > 1 and (staging or held_entries > cfg.unit_memory_entries):
+                staging = True
+                for earlier in held[:-1]:
+                    _stage(task, worker_id, cfg, unit_key, unit_hash, earlier)
+                    staged_batches += 1
+                    _pause_for_tests(cfg, unit, staged_batches)
+                renewed = time.monotonic()
+                held, held_entries = [entries], len(entries)
     except UnitVanished as exc:
         if unit_key == task.session.target.location:
             # The target itself is gone: that is the run's failure, not an empty result.
@@ -893,7 +904,8 @@ def _list_unit(
         logger.warning("unit %s could not be listed: %s", unit_key, exc)
         batch.mark_failed(exc)
         held = []
-    return ListedUnit(batch, held, staged=bool(staged_batches or already_staged))
+    tail = held[0] if len(held) == 1 else list(chain.from_iterable(held))
+    return ListedUnit(batch, tail, staged=bool(staged_batches or already_staged))
 
 
 def _process_unit(
@@ -993,12 +1005,12 @@ def task_run(*, task_id: uuid.UUID | str, worker_id: str | None = None) -> RunOu
                     task, worker_id, cfg, unit, maybe_staged=key_hash(unit) in interrupted
                 )
                 group.append(listed)
-                group_entries += listed.size
-                # Small units share a commit until the group holds GROUP_COMMIT_ENTRIES entries
-                # or GROUP_COMMIT_SECONDS have passed; a staged (large) unit closes the group.
+                group_entries += listed.batch.expected_items if listed.staged else listed.size
+                # Units share a commit until the group holds GROUP_COMMIT_ENTRIES entries (a
+                # staged unit's counted whole: its commit moves them all) or
+                # GROUP_COMMIT_SECONDS have passed.
                 if (
-                    listed.staged
-                    or group_entries >= cfg.group_commit_entries
+                    group_entries >= cfg.group_commit_entries
                     or time.monotonic() - group_started >= GROUP_COMMIT_SECONDS
                 ):
                     flush()
