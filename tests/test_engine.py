@@ -415,39 +415,29 @@ def _stage_calls(monkeypatch) -> list[int]:
     return staged
 
 
-def test_a_unit_listed_within_the_memory_bound_is_committed_from_memory(
-    tmp_path, settings, monkeypatch
+@pytest.mark.parametrize(
+    ("files", "staged_batches"),
+    [
+        (45, []),  # within the bound: its five batches stay in memory, committed from there
+        (75, [10] * 7),  # past it at the sixth: the five held staged, then all but the last
+    ],
+)
+def test_a_unit_is_staged_only_past_the_memory_bound(
+    tmp_path, settings, monkeypatch, files, staged_batches
 ):
-    # Given a directory of 45 files listed 10 at a time, and units held in memory up to 50
+    # Given a directory listed 10 entries at a time, and units held in memory up to 50
     settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 50}
-    for i in range(45):
+    for i in range(files):
         (tmp_path / f"f{i:02d}").touch()
     staged = _stage_calls(monkeypatch)
     # When it is enumerated
     session = drain(enumerate_target(path=tmp_path))
-    # Then none of its five batches went to staging, and its records are all there
+    # Then it was staged as the bound says, and its records are all there, once
+    assert staged == staged_batches
     assert session.status == SessionStatus.COMPLETED
-    assert staged == []
     batch = Batch.objects.get(session=session)
-    assert (batch.items_processed, batch.expected_items, batch.items_resumed) == (45, 45, 0)
-    assert TaskOutputRecord.objects.filter(session=session).count() == 45
-
-
-def test_a_unit_past_the_memory_bound_stages_every_batch_but_the_last(
-    tmp_path, settings, monkeypatch
-):
-    # Given a directory of 75 files listed 10 at a time, and units held in memory up to 50
-    settings.CENSUS = {**settings.CENSUS, "LISTING_BATCH_SIZE": 10, "UNIT_MEMORY_ENTRIES": 50}
-    for i in range(75):
-        (tmp_path / f"f{i:02d}").touch()
-    staged = _stage_calls(monkeypatch)
-    # When it is enumerated
-    session = drain(enumerate_target(path=tmp_path))
-    # Then the five batches held went to staging once the sixth passed the bound, and from then
-    # on every batch but the last: 70 entries staged, in batches, the last 5 from memory
-    assert staged == [10] * 7
-    assert session.status == SessionStatus.COMPLETED
-    assert TaskOutputRecord.objects.filter(session=session).count() == 75
+    assert (batch.items_processed, batch.expected_items, batch.items_resumed) == (files, files, 0)
+    assert TaskOutputRecord.objects.filter(session=session).count() == files
     assert not StagedOutputRecord.objects.exists()
 
 
