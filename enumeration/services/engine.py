@@ -706,8 +706,8 @@ def _new_batch_ids(units: list[ListedUnit]) -> None:
     digest order (``_in_digest_order``), the commit writes the output table's unique key,
     (batch, digest), in the key's own order and above every key written before it.
 
-    The ids the Batches got when their listings began interleave with those of the units another
-    worker listed meanwhile and commits at another moment, and a listing's order is the
+    Ids made when each listing began (as they were until this) interleave with those of the units
+    another worker listed meanwhile and commits at another moment, and a listing's order is the
     directory's: written so, each commit's rows fell between keys already there, and every index
     page they filled split in half. After a million-file run with two workers the key was 55 %
     full; in its own order 72-86 %, with a tenth less of the database's CPU
@@ -848,6 +848,7 @@ def _list_unit(
         else 0
     )
     batch = Batch.started(
+        id=None,  # given at its commit, in the commit's order (_new_batch_ids)
         session_id=task.session_id,
         task_id=task.pk,
         unit=unit_key,
@@ -862,7 +863,6 @@ def _list_unit(
     staged_batches = 0
     held: list[list[Entry]] = []  # listed batches not staged
     held_entries = 0
-    staging = bool(already_staged)
     renewed = time.monotonic()
     try:
         for entries in connector.list_unit(
@@ -880,8 +880,9 @@ def _list_unit(
             held.append(entries)
             held_entries += len(entries)
             batch.expected_items += len(entries)
-            if len(held) > 1 and (staging or held_entries > cfg.unit_memory_entries):
-                staging = True
+            # Once a unit stages (this listing or an earlier attempt's), every batch but the last.
+            staging = already_staged or staged_batches or held_entries > cfg.unit_memory_entries
+            if len(held) > 1 and staging:
                 for earlier in held[:-1]:
                     _stage(task, worker_id, cfg, unit_key, unit_hash, earlier)
                     staged_batches += 1
